@@ -1,0 +1,1 @@
+"""Model families, the shared encoder, heads and Auto* registries."""

@@ -1,0 +1,89 @@
+"""Registries: model_type → family, task → head; the per-family classes and the Auto* dispatchers."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ConfigError
+from .base import PreTrainedModel
+from .bert import BERT
+from .distilbert import DISTILBERT
+from .family import Family
+from .heads import HEADS
+from .roberta import ROBERTA, XLM_ROBERTA
+
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT)}
+
+# task → the suffix of the transformers class name for that head ("" = the base model)
+CLASS_SUFFIX = {
+    "base": "Model",
+    "sequence-classification": "ForSequenceClassification",
+    "token-classification": "ForTokenClassification",
+    "question-answering": "ForQuestionAnswering",
+    "masked-lm": "ForMaskedLM",
+}
+
+
+def model_class(family: Family, task: str) -> type[PreTrainedModel]:
+    """The class of `task` on `family`: the shared base or head, bound to the family's data."""
+    if task not in CLASS_SUFFIX:
+        raise ConfigError(f"Unknown task {task!r}; supported: {sorted(CLASS_SUFFIX)}")
+    generic = family.base_class if task == "base" else HEADS[task]
+    name = family.class_prefix + CLASS_SUFFIX[task]
+    return CLASSES.setdefault(name, type(name, (generic,), {"family": family, "__module__": __name__}))
+
+
+CLASSES: dict[str, type[PreTrainedModel]] = {}
+for _family in FAMILIES.values():
+    for _task in CLASS_SUFFIX:
+        model_class(_family, _task)
+
+
+def family_of(model_type: str | None) -> Family:
+    if model_type not in FAMILIES:
+        raise ConfigError(f"Unsupported model_type {model_type!r}; hfkit supports: {', '.join(sorted(FAMILIES))}.")
+    return FAMILIES[model_type]
+
+
+class AutoModelBase:
+    """Reads config.json's model_type and delegates to the family's class for this task."""
+
+    task = "base"
+
+    def __init__(self, *args, **kwargs):
+        raise TypeError(f"Use {type(self).__name__}.from_pretrained(name_or_path) or .from_config(config).")
+
+    @classmethod
+    def class_for(cls, name_or_path: str | os.PathLike, **hub_kwargs: Any) -> tuple[type[PreTrainedModel], Any]:
+        from ..config import read_config_json
+        from ..hub import resolve
+
+        directory = resolve(name_or_path, **hub_kwargs)
+        return model_class(family_of(read_config_json(directory).get("model_type")), cls.task), directory
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike, revision=None, cache_dir=None, local_files_only=None,
+                        token=None, **kwargs: Any) -> PreTrainedModel:
+        target, directory = cls.class_for(name_or_path, revision=revision, cache_dir=cache_dir,
+                                          local_files_only=local_files_only, token=token)
+        return target.from_pretrained(directory, **kwargs)
+
+    @classmethod
+    def from_config(cls, config) -> PreTrainedModel:
+        """A randomly initialised model of the config's family (for training from scratch)."""
+        model = model_class(family_of(config.model_type), cls.task)(config)
+        model.init_new_weights([""])
+        model.tie_weights()
+        return model
+
+
+def _auto(name: str, task: str) -> type[AutoModelBase]:
+    return type(name, (AutoModelBase,), {"task": task, "__module__": __name__, "__doc__": f"Auto class for {task}."})
+
+
+AutoModel = _auto("AutoModel", "base")
+AutoModelForSequenceClassification = _auto("AutoModelForSequenceClassification", "sequence-classification")
+AutoModelForTokenClassification = _auto("AutoModelForTokenClassification", "token-classification")
+AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", "question-answering")
+AutoModelForMaskedLM = _auto("AutoModelForMaskedLM", "masked-lm")

@@ -1,0 +1,83 @@
+"""The one shared encoder: embeddings → N post-norm transformer layers → optional pooler.
+
+Every encoder family runs this code; a family only says where the parts sit (LayerNames),
+how positions are counted, and whether it has a pooler.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..nn.activations import activation
+from ..nn.attention import attention, padding_mask
+from ..nn.embeddings import TokenEmbeddings
+from .base import PreTrainedModel, place
+from .family import Family, LayerNames
+from .outputs import BaseModelOutput
+
+
+class EncoderLayer(nn.Module):
+    """x → LN(x + Attn(x)) → LN(x + FFN(x)), parts placed at the family's names."""
+
+    def __init__(self, config, names: LayerNames):
+        super().__init__()
+        hidden, inner = config.hidden_size, config.intermediate_size
+        self.num_heads = config.num_attention_heads
+        self.attention_dropout = config.attention_probs_dropout_prob
+        norm = lambda: nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+        parts = {
+            "query": (names.query, nn.Linear(hidden, hidden)),
+            "key": (names.key, nn.Linear(hidden, hidden)),
+            "value": (names.value, nn.Linear(hidden, hidden)),
+            "attn_out": (names.attn_out, nn.Linear(hidden, hidden)),
+            "attn_norm": (names.attn_norm, norm()),
+            "ffn_in": (names.ffn_in, nn.Linear(hidden, inner)),
+            "ffn_out": (names.ffn_out, nn.Linear(inner, hidden)),
+            "ffn_norm": (names.ffn_norm, norm()),
+        }
+        for ref, (path, module) in parts.items():
+            self.__dict__[ref] = place(self, path, module)  # a plain reference: each weight keeps one key
+        self.act = activation(config.hidden_act)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:  # (B, T, H)
+        B, T, H = x.shape
+        heads = lambda t: t.view(B, T, self.num_heads, H // self.num_heads).transpose(1, 2)  # (B, nh, T, hd)
+        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        p = self.attention_dropout if self.training else 0.0
+        a = attention(q, k, v, mask, dropout_p=p).transpose(1, 2).reshape(B, T, H)
+        x = self.attn_norm(x + self.dropout(self.attn_out(a)))
+        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+
+
+class EncoderModel(PreTrainedModel):
+    """The backbone (`BertModel`, `RobertaModel`, …): keys `embeddings.*`, `<stack>.layer.N.*`, `pooler.dense.*`."""
+
+    def __init__(self, config, add_pooler: bool | None = None, family: Family | None = None):
+        super().__init__(config)
+        self.family = family or type(self).family
+        self.embeddings = TokenEmbeddings(config, self.family.position_style)
+        layers = nn.ModuleList(EncoderLayer(config, self.family.layer) for _ in range(config.num_hidden_layers))
+        self.__dict__["layers"] = place(self, f"{self.family.stack}.layer", layers)
+        self.__dict__["pooler_dense"] = None
+        if self.family.has_pooler if add_pooler is None else add_pooler:
+            self.__dict__["pooler_dense"] = place(self, "pooler.dense", nn.Linear(config.hidden_size, config.hidden_size))
+            self.new_on_base = ("pooler",)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, T) 1 = token, 0 = pad
+        token_type_ids: torch.Tensor | None = None,  # (B, T)
+        position_ids: torch.Tensor | None = None,  # (B, T)
+        output_hidden_states: bool = False,
+    ) -> BaseModelOutput:
+        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)
+        mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
+        states = [x]
+        for layer in self.layers:
+            x = layer(x, mask)
+            states.append(x)
+        pooled = None if self.pooler_dense is None else torch.tanh(self.pooler_dense(x[:, 0]))  # (B, H)
+        return BaseModelOutput(x, pooled, tuple(states) if output_hidden_states else None)

@@ -1,0 +1,74 @@
+"""A family is data: its config class, names, and the layouts of its heads on the shared stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import ModelConfig
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """Where one encoder layer's parts sit, relative to the layer (= checkpoint key fragments)."""
+
+    query: str = "attention.self.query"
+    key: str = "attention.self.key"
+    value: str = "attention.self.value"
+    attn_out: str = "attention.output.dense"
+    attn_norm: str = "attention.output.LayerNorm"
+    ffn_in: str = "intermediate.dense"
+    ffn_out: str = "output.dense"
+    ffn_norm: str = "output.LayerNorm"
+
+
+@dataclass(frozen=True)
+class PooledClassifier:
+    """Sequence classification on the first token: [dropout] → [dense → act] → dropout → out."""
+
+    from_pooler: bool  # BERT: the base's pooler output; others: hidden state of token 0
+    out: str = "classifier"
+    dense: str | None = None
+    activation: str = "tanh"
+    dropout_first: bool = False
+    dropout_fields: tuple[str, ...] = ("classifier_dropout", "hidden_dropout_prob")
+
+
+@dataclass(frozen=True)
+class TokenClassifier:
+    """Per-token linear head (token classification: `classifier`; QA: `qa_outputs` with 2 outputs)."""
+
+    out: str
+    dropout_fields: tuple[str, ...] = ("classifier_dropout", "hidden_dropout_prob")
+
+
+@dataclass(frozen=True)
+class LMPredictor:
+    """Masked-LM head: dense → act → norm → decoder (tied to word embeddings) + output bias."""
+
+    dense: str
+    norm: str
+    decoder: str
+    bias: str | None  # a free-standing bias parameter; None when the decoder carries its own
+    activation: str | None = None  # None: the config's hidden_act
+
+
+@dataclass(frozen=True)
+class Family:
+    model_type: str
+    config_class: type[ModelConfig]
+    class_prefix: str  # "Bert" → BertModel, BertForTokenClassification (the transformers class names)
+    base_prefix: str  # attribute holding the backbone in head models: "bert", "roberta", ...
+    base_class: type  # the shared stack the family runs on (EncoderModel)
+    stack: str = "encoder"  # "encoder.layer.N" / "transformer.layer.N"
+    layer: LayerNames = LayerNames()
+    position_style: str = "absolute"  # or "padding_offset" (RoBERTa: positions start after padding_idx)
+    has_pooler: bool = True
+    heads: dict[str, Any] = field(default_factory=dict)  # task → layout
+
+    def read_config(self, raw: dict[str, Any], **overrides: Any) -> ModelConfig:
+        found = raw.get("model_type")
+        if found != self.model_type:
+            raise ConfigError(f"config.json has model_type {found!r}, but this class loads {self.model_type!r}; use the Auto* classes.")
+        return self.config_class.from_dict(raw, **overrides)

@@ -1,0 +1,180 @@
+"""Task heads, written once for every family: the family's layout says where the head's parts sit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.activations import activation
+from .base import PreTrainedModel, place
+from .family import LMPredictor, PooledClassifier, TokenClassifier
+from .outputs import MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput
+
+
+def first_set(config, fields: tuple[str, ...]) -> float:
+    """The first of `fields` the config sets (transformers' `classifier_dropout or hidden_dropout_prob`)."""
+    return next((v for v in (getattr(config, f, None) for f in fields) if v is not None), 0.0)
+
+
+class HeadModel(PreTrainedModel):
+    """A backbone under the family's prefix (`bert`, `roberta`, …) plus the parts of one task head."""
+
+    task: str
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.layout = self.family.heads[self.task]
+        pooled = getattr(self.layout, "from_pooler", False)  # only BERT-style classifiers read the pooler
+        backbone = self.family.base_class(config, add_pooler=pooled, family=self.family)
+        self.add_module(self.family.base_prefix, backbone)
+        self.__dict__["backbone"] = backbone
+
+    def place_head(self, path: str, module: Any):
+        """Place a head part; its top-level name is what a base checkpoint lacks (freshly initialised)."""
+        top = path.split(".")[0]
+        if top not in self.new_on_base:
+            self.new_on_base = (*self.new_on_base, top)
+        return place(self, path, module)
+
+    def encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, output_hidden_states=False):
+        return self.backbone(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+
+
+class EncoderForSequenceClassification(HeadModel):
+    task = "sequence-classification"
+
+    def __init__(self, config):
+        super().__init__(config)
+        layout: PooledClassifier = self.layout
+        hidden = config.hidden_size
+        self.__dict__["dense"] = self.place_head(layout.dense, nn.Linear(hidden, hidden)) if layout.dense else None
+        self.__dict__["out"] = self.place_head(layout.out, nn.Linear(hidden, config.num_labels))
+        self.act = activation(layout.activation)
+        self.dropout = nn.Dropout(first_set(config, layout.dropout_fields))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
+        out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+        x = out.pooler_output if self.layout.from_pooler else out.last_hidden_state[:, 0]  # (B, H)
+        if self.dense is not None:
+            x = self.act(self.dense(self.dropout(x) if self.layout.dropout_first else x))
+        logits = self.out(self.dropout(x))  # (B, num_labels)
+        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config.problem_type)
+        return SequenceClassifierOutput(logits, loss, out.hidden_states)
+
+    def predict(self, texts, top_k: int | None = 1, **kwargs):
+        """Classify texts: per text `[{"label", "score"}]`, as the text-classification pipeline."""
+        from ..tasks.classify import classify
+
+        return classify(self, self.tokenizer, texts, top_k=top_k, **kwargs)
+
+
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
+    """transformers' rule: regression for one label, cross-entropy for int labels, BCE otherwise."""
+    num_labels = logits.shape[-1]
+    if problem_type is None:
+        integer = labels.dtype in (torch.long, torch.int)
+        problem_type = "regression" if num_labels == 1 else "single_label_classification" if integer else "multi_label_classification"
+    if problem_type == "regression":
+        return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype)) if num_labels == 1 else F.mse_loss(logits, labels)
+    if problem_type == "single_label_classification":
+        return F.cross_entropy(logits.view(-1, num_labels), labels.view(-1))
+    return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+
+
+class EncoderForTokenClassification(HeadModel):
+    task = "token-classification"
+
+    def __init__(self, config):
+        super().__init__(config)
+        layout: TokenClassifier = self.layout
+        self.__dict__["out"] = self.place_head(layout.out, nn.Linear(config.hidden_size, config.num_labels))
+        self.dropout = nn.Dropout(first_set(config, layout.dropout_fields))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
+        out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+        logits = self.out(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        loss = None if labels is None else F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+        return TokenClassifierOutput(logits, loss, out.hidden_states)
+
+    def predict(self, texts, aggregation_strategy: str = "none", **kwargs):
+        """Tag entities: the token-classification pipeline's output for each text."""
+        from ..tasks.tag import tag
+
+        return tag(self, self.tokenizer, texts, aggregation_strategy=aggregation_strategy, **kwargs)
+
+
+class EncoderForQuestionAnswering(HeadModel):
+    task = "question-answering"
+
+    def __init__(self, config):
+        super().__init__(config)
+        layout: TokenClassifier = self.layout
+        self.__dict__["out"] = self.place_head(layout.out, nn.Linear(config.hidden_size, 2))
+        self.dropout = nn.Dropout(first_set(config, layout.dropout_fields))
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                start_positions=None, end_positions=None, output_hidden_states=False):
+        out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+        start, end = self.out(self.dropout(out.last_hidden_state)).unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            ignored = start.shape[1]  # positions outside the sequence are ignored, as in transformers
+            s, e = start_positions.clamp(0, ignored), end_positions.clamp(0, ignored)
+            loss = (F.cross_entropy(start, s, ignore_index=ignored) + F.cross_entropy(end, e, ignore_index=ignored)) / 2
+        return QuestionAnsweringModelOutput(start.contiguous(), end.contiguous(), loss, out.hidden_states)
+
+    def answer(self, question, context, **kwargs):
+        """Extract the answer span: `{"score", "start", "end", "answer"}` as the QA pipeline."""
+        from ..tasks.answer import answer
+
+        return answer(self, self.tokenizer, question, context, **kwargs)
+
+
+class EncoderForMaskedLM(HeadModel):
+    task = "masked-lm"
+
+    def __init__(self, config):
+        super().__init__(config)
+        layout: LMPredictor = self.layout
+        hidden, vocab = config.hidden_size, config.vocab_size
+        self.__dict__["dense"] = self.place_head(layout.dense, nn.Linear(hidden, hidden))
+        self.__dict__["norm"] = self.place_head(layout.norm, nn.LayerNorm(hidden, eps=config.layer_norm_eps))
+        self.__dict__["decoder"] = self.place_head(layout.decoder, nn.Linear(hidden, vocab, bias=layout.bias is None))
+        if layout.bias:
+            self.place_head(layout.bias, nn.Parameter(torch.zeros(vocab)))
+        self.act = activation(layout.activation or config.hidden_act)
+        self.tie_weights()
+
+    def tied_weights(self) -> dict[str, str]:
+        layout, prefix = self.layout, self.family.base_prefix
+        ties = {f"{layout.decoder}.weight": f"{prefix}.embeddings.word_embeddings.weight"} if self.config.tie_word_embeddings else {}
+        if layout.bias:  # older checkpoints also stored the bias under the decoder
+            ties[f"{layout.decoder}.bias"] = layout.bias
+        return ties
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.decoder.weight = self.backbone.embeddings.word_embeddings.weight
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
+        out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+        logits = self.decoder(self.norm(self.act(self.dense(out.last_hidden_state))))  # (B, T, V)
+        if self.layout.bias:
+            logits = logits + self.get_parameter(self.layout.bias)
+        loss = None if labels is None else F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
+        return MaskedLMOutput(logits, loss, out.hidden_states)
+
+    def fill_mask(self, text, top_k: int = 5, **kwargs):
+        """Fill the mask token: `[{"score", "token", "token_str", "sequence"}]` as the fill-mask pipeline."""
+        from ..tasks.fill_mask import fill_mask
+
+        return fill_mask(self, self.tokenizer, text, top_k=top_k, **kwargs)
+
+
+HEADS: dict[str, type[HeadModel]] = {
+    cls.task: cls
+    for cls in (EncoderForSequenceClassification, EncoderForTokenClassification, EncoderForQuestionAnswering, EncoderForMaskedLM)
+}

@@ -1,0 +1,21 @@
+"""User-facing tasks over (model, tokenizer), with the transformers pipelines' output formats."""
+
+from .answer import answer
+from .batching import TaskInputError
+from .classify import classify
+from .embed import SentenceTransformerModules, embed
+from .fill_mask import fill_mask
+from .pipeline import Pipeline, pipeline
+from .tag import tag
+
+__all__ = [
+    "Pipeline",
+    "SentenceTransformerModules",
+    "TaskInputError",
+    "answer",
+    "classify",
+    "embed",
+    "fill_mask",
+    "pipeline",
+    "tag",
+]
