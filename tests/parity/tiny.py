@@ -1,0 +1,73 @@
+"""Tiny seeded transformers models for every registered family: the references of the parity suite."""
+
+from __future__ import annotations
+
+import torch
+import transformers
+
+import hfkit
+from hfkit.models.auto import CLASS_SUFFIX
+
+VOCAB = 211
+SHAPES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+
+# model_type → a small transformers config; a family registered without an entry here fails the suite.
+TINY_CONFIGS = {
+    "bert": lambda **kw: transformers.BertConfig(vocab_size=VOCAB, **SHAPES, **kw),
+    "roberta": lambda **kw: transformers.RobertaConfig(vocab_size=VOCAB, type_vocab_size=1, **SHAPES, **kw),
+    "xlm-roberta": lambda **kw: transformers.XLMRobertaConfig(vocab_size=VOCAB, type_vocab_size=1, **SHAPES, **kw),
+    "distilbert": lambda **kw: transformers.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=37, **kw),
+}
+
+TRANSFORMERS_AUTO = {
+    "base": transformers.AutoModel,
+    "sequence-classification": transformers.AutoModelForSequenceClassification,
+    "token-classification": transformers.AutoModelForTokenClassification,
+    "question-answering": transformers.AutoModelForQuestionAnswering,
+    "masked-lm": transformers.AutoModelForMaskedLM,
+}
+HFKIT_AUTO = {
+    "base": hfkit.AutoModel,
+    "sequence-classification": hfkit.AutoModelForSequenceClassification,
+    "token-classification": hfkit.AutoModelForTokenClassification,
+    "question-answering": hfkit.AutoModelForQuestionAnswering,
+    "masked-lm": hfkit.AutoModelForMaskedLM,
+}
+assert set(TRANSFORMERS_AUTO) == set(CLASS_SUFFIX) == set(HFKIT_AUTO)
+
+
+def tiny_reference(model_type: str, task: str, seed: int = 0, **config_kw) -> torch.nn.Module:
+    """A seeded random transformers model of `model_type` with the `task` head, in eval mode."""
+    labels = {"sequence-classification": 3, "token-classification": 5}.get(task, 2)
+    config = TINY_CONFIGS[model_type](num_labels=labels, **config_kw)
+    torch.manual_seed(seed)
+    return TRANSFORMERS_AUTO[task].from_config(config).eval()
+
+
+def padded_batch(config, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Three sequences of lengths 13, 9 and 4, right-padded, with token types where the family has them."""
+    gen = torch.Generator().manual_seed(seed)
+    pad = config.pad_token_id if config.pad_token_id is not None else 0
+    ids = torch.randint(3, VOCAB, (3, 13), generator=gen)
+    mask = torch.ones_like(ids)
+    for row, length in enumerate((13, 9, 4)):
+        mask[row, length:] = 0
+    ids = ids.masked_fill(mask == 0, pad)
+    batch = {"input_ids": ids, "attention_mask": mask}
+    if getattr(config, "type_vocab_size", 0) > 1:
+        batch["token_type_ids"] = (torch.arange(13)[None, :] >= 6).long().expand(3, -1) * mask
+    return batch
+
+
+def labels_for(task: str, batch: dict[str, torch.Tensor], num_labels: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    B, T = batch["input_ids"].shape
+    if task == "sequence-classification":
+        return {"labels": torch.randint(0, num_labels, (B,), generator=gen)}
+    if task in ("token-classification", "masked-lm"):
+        high = num_labels if task == "token-classification" else VOCAB
+        labels = torch.randint(0, high, (B, T), generator=gen)
+        return {"labels": labels.masked_fill(batch["attention_mask"] == 0, -100)}
+    if task == "question-answering":
+        return {"start_positions": torch.tensor([1, 3, 2]), "end_positions": torch.tensor([4, 5, 20])}
+    return {}
