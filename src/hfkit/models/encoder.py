@@ -6,6 +6,8 @@ how positions are counted, and whether it has a pooler.
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import torch
 from torch import nn
 
@@ -81,3 +83,16 @@ class EncoderModel(PreTrainedModel):
             states.append(x)
         pooled = None if self.pooler_dense is None else torch.tanh(self.pooler_dense(x[:, 0]))  # (B, H)
         return BaseModelOutput(x, pooled, tuple(states) if output_hidden_states else None)
+
+    @cached_property
+    def sentence_modules(self):
+        """The sentence-transformers modules (pooling, dense, normalize) saved beside the weights."""
+        from ..tasks.embed import SentenceTransformerModules
+
+        return SentenceTransformerModules.from_dir(self.source_dir) if self.source_dir else SentenceTransformerModules()
+
+    def embed(self, texts, normalize: bool | None = None, batch_size: int = 32) -> torch.Tensor:
+        """Sentence embeddings (N, D) as sentence-transformers computes them for this folder."""
+        from ..tasks.embed import embed
+
+        return embed(self, self.tokenizer, texts, normalize=normalize, batch_size=batch_size, modules=self.sentence_modules)

@@ -38,9 +38,10 @@ class TokenEmbeddings(nn.Module):
                 position_ids = padding_offset_positions(input_ids, self.position_embeddings.padding_idx)
             else:
                 position_ids = torch.arange(input_ids.shape[1], device=input_ids.device)[None, :]
-        x = self.word_embeddings(input_ids) + self.position_embeddings(position_ids)
+        x = self.word_embeddings(input_ids)  # summed in transformers' order: float addition is not associative
         if hasattr(self, "token_type_embeddings"):
             if token_type_ids is None:
                 token_type_ids = torch.zeros_like(input_ids)
             x = x + self.token_type_embeddings(token_type_ids)
+        x = x + self.position_embeddings(position_ids)
         return self.dropout(self.LayerNorm(x))
