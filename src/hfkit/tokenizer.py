@@ -28,6 +28,9 @@ MODEL_INPUT_NAMES = {
     "FNet": ["input_ids", "token_type_ids"],
 }
 DEFAULT_INPUT_NAMES = ["input_ids", "attention_mask"]
+# transformers' clean_up_tokenization: (before, after) replacements
+CLEAN_UP = ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"), (" 'm", "'m"),
+            (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 
 
 class TokenizerError(HfkitError, ValueError):
@@ -101,15 +104,12 @@ def _bert_from_vocab(vocab_file: Path, config: dict, specials: dict) -> Backend:
     return backend
 
 
-def _clean_up_tokenization(text: str) -> str:
-    for before, after in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
-                          (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
-        text = text.replace(before, after)
-    return text
-
-
 class Tokenizer:
-    """A `tokenizers.Tokenizer` with the special tokens, limits and call conventions of tokenizer_config.json."""
+    """A `tokenizers.Tokenizer` with the special tokens, limits and call conventions of tokenizer_config.json.
+
+    Like transformers, it sets the backend's padding/truncation per call: share one instance across threads only
+    if calls do not overlap.
+    """
 
     bos_token: str | None
     eos_token: str | None
@@ -153,7 +153,7 @@ class Tokenizer:
         self.chat_template = chat_template
         backend.no_padding()
         backend.no_truncation()
-        self._state: tuple = (None, None)  # the (padding, truncation) the backend holds now
+        self._state: tuple = (None, None)  # the (padding, truncation) settings the backend holds now
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None,
@@ -195,6 +195,11 @@ class Tokenizer:
             template = {t["name"]: t["template"] for t in template}.get("default")
         return cls(backend, config, specials, extras, template)
 
+    @property
+    def backend_tokenizer(self) -> Backend:
+        """The `tokenizers.Tokenizer` underneath (its padding/truncation settings change per call)."""
+        return self._backend
+
     # --- vocabulary ---------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return self._backend.get_vocab_size(with_added_tokens=True)
@@ -223,25 +228,22 @@ class Tokenizer:
         return [self._backend.id_to_token(int(i)) for i in ids]
 
     # --- encoding -----------------------------------------------------------------------------------------
-    def _configure(self, padding: tuple | None, truncation: tuple | None) -> None:
-        """Put the backend's (global) padding/truncation state into the wanted one; a no-op when it holds it."""
+    def _configure(self, padding: dict | None = None, truncation: dict | None = None) -> None:
+        """Put the backend's (global) padding/truncation settings into the wanted ones; a no-op when it holds them."""
         if truncation != self._state[1]:
-            if truncation is None:
+            if truncation:
+                self._backend.enable_truncation(**truncation)
+            else:
                 self._backend.no_truncation()
-            else:
-                max_length, stride, strategy = truncation
-                self._backend.enable_truncation(max_length, stride=stride, strategy=strategy,
-                                                direction=self.truncation_side)
         if padding != self._state[0]:
-            if padding is None:
-                self._backend.no_padding()
+            if padding:
+                self._backend.enable_padding(**padding)
             else:
-                self._backend.enable_padding(direction=self.padding_side, pad_id=self.pad_token_id,
-                                             pad_token=self.pad_token, pad_type_id=0, length=padding[0])
+                self._backend.no_padding()
         self._state = (padding, truncation)
 
-    def _strategies(self, padding, truncation, max_length: int | None, stride: int) -> tuple[tuple | None, tuple | None]:
-        """transformers' padding/truncation arguments → the backend settings (`None` = off)."""
+    def _settings(self, padding, truncation, max_length: int | None, stride: int) -> tuple[dict | None, dict | None]:
+        """transformers' padding/truncation arguments → the backend's settings (`None`: off)."""
         pad = "longest" if padding is True else None if padding in (False, None, "do_not_pad") else padding
         trunc = "longest_first" if truncation is True else None if truncation in (False, None, "do_not_truncate") else truncation
         if pad not in (None, "longest", "max_length"):
@@ -253,10 +255,13 @@ class Tokenizer:
             if self.model_max_length > LARGE_INTEGER:  # no limit known: nothing to pad to or cut at
                 pad, trunc = (None if pad == "max_length" else pad), None
             max_length = self.model_max_length
-        if pad and self.pad_token is None:
-            pad = None  # nothing to pad with; _check_rectangular says so if rows differ in length
-        return ((max_length if pad == "max_length" else None,) if pad else None,
-                (max_length, stride, trunc) if trunc else None)
+        if self.pad_token is None:
+            pad = None  # nothing to pad with: __call__ complains if the rows differ in length
+        return (
+            dict(length=max_length if pad == "max_length" else None, direction=self.padding_side,
+                 pad_id=self.pad_token_id, pad_type_id=0, pad_token=self.pad_token) if pad else None,
+            dict(max_length=max_length, stride=stride, strategy=trunc, direction=self.truncation_side) if trunc else None,
+        )
 
     def __call__(self, texts: str | list[str], text_pairs: str | list[str] | None = None, *,
                  padding: bool | str = True, truncation: bool | str = False, max_length: int | None = None,
@@ -272,7 +277,7 @@ class Tokenizer:
             raise TokenizerError("text_pairs must be a list as long as texts (one pair per text).")
         else:
             batch = list(zip(texts, text_pairs)) if text_pairs is not None else list(texts)
-        self._configure(*self._strategies(padding, truncation, max_length, stride))
+        self._configure(*self._settings(padding, truncation, max_length, stride))
         encodings = self._backend.encode_batch(batch, add_special_tokens=add_special_tokens)
 
         rows = [row for e in encodings for row in ([e, *e.overflowing] if return_overflowing_tokens else [e])]
@@ -285,18 +290,14 @@ class Tokenizer:
             data["offset_mapping"] = [row.offsets for row in rows]
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = [i for i, e in enumerate(encodings) for _ in range(1 + len(e.overflowing))]
-        if padding not in (False, None, "do_not_pad"):
-            self._check_rectangular(data["input_ids"])
+        if padding not in (False, None, "do_not_pad") and len({len(ids) for ids in data["input_ids"]}) > 1:
+            raise TokenizerError("Asked to pad, but this tokenizer has no pad token. Fix: set `tokenizer.pad_token = "
+                                 "tokenizer.eos_token` (or another token), or pass padding=False.")
         if return_tensors == "pt":
             return BatchEncoding(self._as_tensors(data), rows)
         if single and not return_overflowing_tokens:
             data = {key: value[0] for key, value in data.items()}
         return BatchEncoding(data, rows)
-
-    def _check_rectangular(self, input_ids: list[list[int]]) -> None:
-        if len({len(ids) for ids in input_ids}) > 1 and self.pad_token is None:
-            raise TokenizerError("Asked to pad, but this tokenizer has no pad token. Fix: set `tokenizer.pad_token = "
-                                 "tokenizer.eos_token` (or another token), or pass padding=False.")
 
     @staticmethod
     def _as_tensors(data: dict) -> dict:
@@ -331,11 +332,11 @@ class Tokenizer:
         return BatchEncoding(data)
 
     def encode(self, text: str, text_pair: str | None = None, add_special_tokens: bool = True) -> list[int]:
-        self._configure(None, None)
+        self._configure()
         return self._backend.encode(text, text_pair or None, add_special_tokens=add_special_tokens).ids
 
     def tokenize(self, text: str) -> list[str]:
-        self._configure(None, None)
+        self._configure()
         return self._backend.encode(text, add_special_tokens=False).tokens
 
     # --- decoding -----------------------------------------------------------------------------------------
@@ -346,7 +347,8 @@ class Tokenizer:
         text = self._backend.decode([ids] if isinstance(ids, int) else ids, skip_special_tokens=skip_special_tokens)
         clean = self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces
         if clean and not isinstance(self._backend.model, BPE):
-            text = _clean_up_tokenization(text)
+            for before, after in CLEAN_UP:
+                text = text.replace(before, after)
         return text
 
     def batch_decode(self, sequences, skip_special_tokens: bool = False) -> list[str]:

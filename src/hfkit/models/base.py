@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,23 @@ def place(root: nn.Module, path: str, module: nn.Module | nn.Parameter):
     else:
         node.add_module(leaf, module)
     return module
+
+
+@contextlib.contextmanager
+def empty_init():
+    """Build modules on `meta` without running their random init (weights come from the checkpoint).
+
+    Random init on meta tensors would also import torch's Python decompositions (~1 s)."""
+    names = ("normal_", "uniform_", "kaiming_uniform_", "zeros_", "ones_", "trunc_normal_")
+    saved = {name: getattr(nn.init, name) for name in names}
+    for name in names:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
 
 
 def init_weights(module: nn.Module, std: float) -> None:
@@ -121,7 +139,7 @@ class PreTrainedModel(nn.Module):
         directory = resolve(name_or_path, revision, cache_dir, local_files_only, token)
         raw = read_config_json(directory)
         config = cls.family.read_config(raw, **config_overrides)
-        with torch.device("meta"):
+        with empty_init():
             model = cls(config)
         load_checkpoint(model, directory, dtype=dtype, device=device, ignore_mismatched_sizes=ignore_mismatched_sizes)
         model.source_dir = directory
