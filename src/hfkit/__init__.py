@@ -10,6 +10,8 @@ from .models.auto import (
     AutoModelForTokenClassification,
     model_class,
 )
+from .tasks.pipeline import pipeline
+from .tokenizer import Tokenizer
 
 __version__ = "0.1.0"
 

@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from .errors import ConfigError
 
+SCALARS = {"int": (int,), "float": (float, int), "str": (str,), "bool": (bool,), "None": (type(None),)}
 PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 
 
@@ -27,8 +28,13 @@ def read_config_json(directory: Path) -> dict[str, Any]:
     return raw
 
 
-def label_maps(id2label: dict | None, label2id: dict | None, num_labels: int | None) -> tuple[dict[int, str], dict[str, int]]:
+def label_maps(id2label: Any, label2id: Any, num_labels: Any) -> tuple[dict[int, str], dict[str, int]]:
     """Normalise label maps: int keys for id2label, `LABEL_i` names when only a count is known (transformers' rule)."""
+    for name, value in (("id2label", id2label), ("label2id", label2id)):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{name} must be a mapping, got {value!r}.")
+    if num_labels is not None and (not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 0):
+        raise ConfigError(f"num_labels must be a non-negative integer, got {num_labels!r}.")
     if id2label:
         try:
             id2label = {int(k): str(v) for k, v in id2label.items()}
@@ -38,10 +44,20 @@ def label_maps(id2label: dict | None, label2id: dict | None, num_labels: int | N
             raise ConfigError(f"num_labels={num_labels} disagrees with id2label of {len(id2label)} entries; pass one of them.")
     else:
         id2label = {i: f"LABEL_{i}" for i in range(2 if num_labels is None else num_labels)}
-    label2id = {str(k): int(v) for k, v in label2id.items()} if label2id else {}
+    try:
+        label2id = {str(k): int(v) for k, v in label2id.items()} if label2id else {}
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"label2id values must be integers, got {list(label2id.values())[:5]}") from err
     if set(label2id) != set(id2label.values()):
         label2id = {name: i for i, name in id2label.items()}
     return id2label, label2id
+
+
+def require_positive(config: Any, *names: str) -> None:
+    """Sizes that must be at least 1 (a zero head count would divide by zero later)."""
+    for name in names:
+        if getattr(config, name) < 1:
+            raise ConfigError(f"{config.model_type} config field {name!r} must be >= 1, got {getattr(config, name)}.")
 
 
 @dataclass(frozen=True)
@@ -65,11 +81,23 @@ class ModelConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        self.check_types()
         id2label, label2id = label_maps(self.id2label, self.label2id, None)
         object.__setattr__(self, "id2label", id2label)
         object.__setattr__(self, "label2id", label2id)
         if self.problem_type is not None and self.problem_type not in PROBLEM_TYPES:
             raise ConfigError(f"problem_type {self.problem_type!r} is not one of {PROBLEM_TYPES}.")
+
+    def check_types(self) -> None:
+        """Scalar fields must hold their annotated type: a string hidden_size fails here, not deep in torch."""
+        for f in dataclasses.fields(self):
+            parts = [p.strip() for p in str(f.type).split("|")]
+            if not all(p in SCALARS for p in parts):
+                continue  # containers and unions with containers are checked where they are used
+            allowed = tuple(t for p in parts for t in SCALARS[p])
+            value = getattr(self, f.name)
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise ConfigError(f"{self.model_type} config field {f.name!r} must be {f.type}, got {value!r}.")
 
     @property
     def num_labels(self) -> int:

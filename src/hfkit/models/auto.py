@@ -40,6 +40,16 @@ for _family in FAMILIES.values():
         model_class(_family, _task)
 
 
+def support_matrix() -> str:
+    """The README's family × head table, generated from the registry (the parity suite runs the same cells)."""
+    tasks = list(CLASS_SUFFIX)
+    lines = ["| model_type | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
+    for model_type, family in FAMILIES.items():
+        cells = [f"`{model_class(family, task).__name__}`" for task in tasks]
+        lines.append(f"| {model_type} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def family_of(model_type: str | None) -> Family:
     if model_type not in FAMILIES:
         raise ConfigError(f"Unsupported model_type {model_type!r}; hfkit supports: {', '.join(sorted(FAMILIES))}.")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ModelConfig
+from ..config import ModelConfig, require_positive
 from ..errors import ConfigError
 from .encoder import EncoderModel
 from .family import Family, LMPredictor, PooledClassifier, TokenClassifier
+
+
+SIZE_FIELDS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size", "max_position_embeddings")
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class BertConfig(ModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        require_positive(self, *SIZE_FIELDS)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}.")
         if self.position_embedding_type != "absolute":

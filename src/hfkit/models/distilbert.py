@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..config import ModelConfig
+from ..config import ModelConfig, require_positive
 from ..errors import ConfigError
+from .bert import SIZE_FIELDS
 from .encoder import EncoderModel
 from .family import Family, LayerNames, LMPredictor, PooledClassifier, TokenClassifier
 
@@ -42,6 +43,7 @@ class DistilBertConfig(ModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
+        require_positive(self, *SIZE_FIELDS)
         if self.hidden_size % self.num_attention_heads:
             raise ConfigError(f"dim {self.hidden_size} is not a multiple of n_heads {self.num_attention_heads}.")
 
