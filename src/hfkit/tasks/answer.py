@@ -74,7 +74,8 @@ def answer(
 ) -> dict[str, Any] | list[dict[str, Any]] | list:
     """`{"score", "start", "end", "answer"}` with the answer's char span in the context; a list of the
     `top_k` best when `top_k > 1`; lists of questions/contexts give a list of those (one context is
-    shared by all questions). `max_seq_len` is capped at the tokenizer's `model_max_length`."""
+    shared by all questions; None where a context has no tokens). `max_seq_len` is capped at the
+    tokenizer's `model_max_length`."""
     if top_k < 1 or max_answer_len < 1:
         raise TaskInputError(f"top_k and max_answer_len must be >= 1, got {top_k} and {max_answer_len}.")
     max_seq_len = min(max_seq_len, getattr(tokenizer, "model_max_length", max_seq_len))

@@ -192,8 +192,9 @@ def embed(
     `modules` default: read from the folder the model was loaded from (if it records one), else mean
     pooling. `normalize=None` follows the folder's Normalize module; True/False force it on/off."""
     texts, single = as_list(texts)
-    modules = modules or (SentenceTransformerModules.from_dir(_source_dir(model)) if _source_dir(model) else
-                          SentenceTransformerModules())
+    if modules is None:
+        source = _source_dir(model)
+        modules = SentenceTransformerModules.from_dir(source) if source else SentenceTransformerModules()
     if modules.do_lower_case:
         texts = [text.lower() for text in texts]
     max_length = modules.max_seq_length
