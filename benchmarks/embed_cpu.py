@@ -49,8 +49,8 @@ def make_texts(count: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(VOCABULARY) for _ in range(rng.randint(3, 200))) for _ in range(count)]
 
 
-def hfkit_embedder(batch_size: int):
-    model = hfkit.AutoModel.from_pretrained(MODEL_DIR)
+def hfkit_embedder(batch_size: int, dtype: str | None = None):
+    model = hfkit.AutoModel.from_pretrained(MODEL_DIR, dtype=dtype)
     return lambda texts: model.embed(texts, batch_size=batch_size)
 
 
@@ -129,6 +129,7 @@ def main() -> None:
 
     embedders = {
         "hfkit": hfkit_embedder(args.batch_size),
+        "hfkit, dtype=bfloat16 (opt-in, not exact)": hfkit_embedder(args.batch_size, "bfloat16"),
         "sentence-transformers": sentence_transformers_embedder(args.batch_size),
         "transformers (plain)": transformers_embedder(args.batch_size),
     }
@@ -140,7 +141,9 @@ def main() -> None:
             run(texts)
             seconds[name].append(time.perf_counter() - start)
     rate = {name: len(texts) / statistics.median(times) for name, times in seconds.items()}
-    diff = {name: (out - outputs["sentence-transformers"]).abs().max().item() for name, out in outputs.items()}
+    reference = outputs["sentence-transformers"]
+    diff = {name: (out - reference).abs().max().item() for name, out in outputs.items()}
+    cosine = {name: torch.nn.functional.cosine_similarity(out, reference).min().item() for name, out in outputs.items()}
 
     torch_import = import_torch_seconds()
     loads = {label: load_seconds(snippet) for label, snippet in LOAD_SNIPPETS.items()}
@@ -151,10 +154,11 @@ def main() -> None:
           f"{torch.get_num_threads()} threads · `python benchmarks/embed_cpu.py --repeats {args.repeats}`\n")
     print(f"Inputs: {min(lengths)}–{max(lengths)} tokens (mean {statistics.mean(lengths):.0f}), {truncated} of "
           f"{len(texts)} truncated at {MAX_SEQ_LENGTH}. Median of {args.repeats} runs after one warm-up, round-robin.\n")
-    print("| implementation | sentences/s | hfkit / this | max abs diff vs sentence-transformers |")
-    print("|---|---:|---:|---:|")
+    print("| implementation | sentences/s | this / sentence-transformers | max abs diff vs ST | min cosine vs ST |")
+    print("|---|---:|---:|---:|---:|")
     for name in embedders:
-        print(f"| {name} | {rate[name]:.1f} | {rate['hfkit'] / rate[name]:.2f}× | {diff[name]:.2e} |")
+        ratio = rate[name] / rate["sentence-transformers"]
+        print(f"| {name} | {rate[name]:.1f} | {ratio:.2f}× | {diff[name]:.2e} | {cosine[name]:.6f} |")
     print(f"\nLoad time in a fresh process, beyond `import torch` ({torch_import:.2f} s), median of 3:\n")
     print("| load | seconds |")
     print("|---|---:|")

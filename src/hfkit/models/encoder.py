@@ -96,3 +96,9 @@ class EncoderModel(PreTrainedModel):
         from ..tasks.embed import embed
 
         return embed(self, self.tokenizer, texts, normalize=normalize, batch_size=batch_size, modules=self.sentence_modules)
+
+    def search(self, queries, corpus, top_k: int = 3, batch_size: int = 32) -> list[list[dict]]:
+        """Semantic search: per query `[{"corpus_id", "score"}]` by cosine similarity, best first."""
+        from ..tasks.embed import semantic_search
+
+        return semantic_search(self, self.tokenizer, queries, corpus, top_k, batch_size, self.sentence_modules)

@@ -3,7 +3,7 @@
 from .answer import answer
 from .batching import TaskInputError
 from .classify import classify
-from .embed import SentenceTransformerModules, embed
+from .embed import SentenceTransformerModules, embed, semantic_search
 from .fill_mask import fill_mask
 from .pipeline import Pipeline, pipeline
 from .tag import tag
@@ -16,6 +16,7 @@ __all__ = [
     "classify",
     "embed",
     "fill_mask",
+    "semantic_search",
     "pipeline",
     "tag",
 ]

@@ -207,3 +207,14 @@ def embed(
                           lambda out, batch: modules(out.last_hidden_state, batch["attention_mask"], normalize))
     out = torch.stack(vectors)  # (N, D)
     return out[0] if single else out
+
+
+def semantic_search(model: nn.Module, tokenizer: Any, queries: Sequence[str], corpus: Sequence[str], top_k: int = 3,
+                    batch_size: int = 32, modules: SentenceTransformerModules | None = None) -> list[list[dict[str, Any]]]:
+    """Rank `corpus` by cosine similarity to each query: per query `[{"corpus_id", "score"}]`, best first
+    (the format of sentence-transformers' `util.semantic_search`)."""
+    vectors = embed(model, tokenizer, [*queries, *corpus], normalize=True, batch_size=batch_size, modules=modules)
+    scores = vectors[: len(queries)] @ vectors[len(queries):].T  # (Q, S)
+    best, index = scores.topk(min(top_k, len(corpus)))  # (Q, k)
+    return [[{"corpus_id": i, "score": s} for i, s in zip(row_index, row_best)]
+            for row_index, row_best in zip(index.tolist(), best.tolist())]
