@@ -62,6 +62,7 @@ BERT = Family(
     class_prefix="Bert",
     base_prefix="bert",
     base_class=EncoderModel,
+    tiny_config={"vocab_size": 211, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4, "intermediate_size": 37},
     heads=bert_heads(
         LMPredictor(
             dense="cls.predictions.transform.dense",

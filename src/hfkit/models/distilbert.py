@@ -60,6 +60,7 @@ DISTILBERT = Family(
         attn_norm="sa_layer_norm", ffn_in="ffn.lin1", ffn_out="ffn.lin2", ffn_norm="output_layer_norm",
     ),
     has_pooler=False,
+    tiny_config={"vocab_size": 211, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 37},
     heads={
         "sequence-classification": PooledClassifier(
             from_pooler=False, dense="pre_classifier", activation="relu", dropout_fields=("seq_classif_dropout",)

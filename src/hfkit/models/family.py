@@ -66,6 +66,8 @@ class Family:
     position_style: str = "absolute"  # or "padding_offset" (RoBERTa: positions start after padding_idx)
     has_pooler: bool = True
     heads: dict[str, Any] = field(default_factory=dict)  # task → layout
+    # config.json fields of a tiny random model of this family (verify-matrix, smoke tests)
+    tiny_config: dict[str, Any] = field(default_factory=dict)
 
     def read_config(self, raw: dict[str, Any], **overrides: Any) -> ModelConfig:
         found = raw.get("model_type")

@@ -47,6 +47,8 @@ def roberta_family(model_type: str, config_class: type, class_prefix: str) -> Fa
         base_class=EncoderModel,
         position_style="padding_offset",
         heads=ROBERTA_HEADS,
+        tiny_config={"vocab_size": 211, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+                     "intermediate_size": 37, "type_vocab_size": 1},
     )
 
 
