@@ -15,6 +15,7 @@ _EXPORTS = {
     "AutoModelForTokenClassification": "models.auto",
     "AutoModelForQuestionAnswering": "models.auto",
     "AutoModelForMaskedLM": "models.auto",
+    "AutoModelForPreTraining": "models.auto",
     "FAMILIES": "models.auto",
     "model_class": "models.auto",
     "pipeline": "tasks.pipeline",

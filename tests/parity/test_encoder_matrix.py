@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hfkit.models.auto import CLASS_SUFFIX, FAMILIES
+from hfkit.models.auto import FAMILIES, tasks_of
 
 from .tiny import HFKIT_AUTO, TINY_CONFIGS, labels_for, padded_batch, tiny_reference
 
 TOL = 1e-5
 OUTPUT_FIELDS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_logits", "loss")
-CELLS = [(family, task) for family in FAMILIES for task in CLASS_SUFFIX]
+CELLS = [(name, task) for name, family in FAMILIES.items() for task in tasks_of(family)]
 
 
 def max_diffs(ref_out, our_out) -> dict[str, float]:

@@ -17,6 +17,9 @@ TINY_CONFIGS = {
     "roberta": lambda **kw: transformers.RobertaConfig(vocab_size=VOCAB, type_vocab_size=1, **SHAPES, **kw),
     "xlm-roberta": lambda **kw: transformers.XLMRobertaConfig(vocab_size=VOCAB, type_vocab_size=1, **SHAPES, **kw),
     "distilbert": lambda **kw: transformers.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=37, **kw),
+    "albert": lambda **kw: transformers.AlbertConfig(
+        **{"vocab_size": VOCAB, "embedding_size": 16, **SHAPES, "num_hidden_layers": 4, "num_hidden_groups": 2, **kw}),
+    "electra": lambda **kw: transformers.ElectraConfig(**{"vocab_size": VOCAB, "embedding_size": 16, **SHAPES, **kw}),
 }
 
 TRANSFORMERS_AUTO = {
@@ -25,6 +28,7 @@ TRANSFORMERS_AUTO = {
     "token-classification": transformers.AutoModelForTokenClassification,
     "question-answering": transformers.AutoModelForQuestionAnswering,
     "masked-lm": transformers.AutoModelForMaskedLM,
+    "pretraining": transformers.AutoModelForPreTraining,
 }
 HFKIT_AUTO = {
     "base": hfkit.AutoModel,
@@ -32,6 +36,7 @@ HFKIT_AUTO = {
     "token-classification": hfkit.AutoModelForTokenClassification,
     "question-answering": hfkit.AutoModelForQuestionAnswering,
     "masked-lm": hfkit.AutoModelForMaskedLM,
+    "pretraining": hfkit.AutoModelForPreTraining,
 }
 assert set(TRANSFORMERS_AUTO) == set(CLASS_SUFFIX) == set(HFKIT_AUTO)
 
@@ -64,6 +69,8 @@ def labels_for(task: str, batch: dict[str, torch.Tensor], num_labels: int) -> di
     B, T = batch["input_ids"].shape
     if task == "sequence-classification":
         return {"labels": torch.randint(0, num_labels, (B,), generator=gen)}
+    if task == "pretraining":
+        return {"labels": torch.randint(0, 2, (B, T), generator=gen)}
     if task in ("token-classification", "masked-lm"):
         high = num_labels if task == "token-classification" else VOCAB
         labels = torch.randint(0, high, (B, T), generator=gen)

@@ -7,13 +7,15 @@ from typing import Any
 
 from ..errors import ConfigError
 from .base import PreTrainedModel
+from .albert import ALBERT
 from .bert import BERT
 from .distilbert import DISTILBERT
+from .electra import ELECTRA
 from .family import Family
 from .heads import HEADS
 from .roberta import ROBERTA, XLM_ROBERTA
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT)}
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA)}
 
 # task → the suffix of the transformers class name for that head ("" = the base model)
 CLASS_SUFFIX = {
@@ -22,13 +24,19 @@ CLASS_SUFFIX = {
     "token-classification": "ForTokenClassification",
     "question-answering": "ForQuestionAnswering",
     "masked-lm": "ForMaskedLM",
+    "pretraining": "ForPreTraining",
 }
+
+
+def tasks_of(family: Family) -> list[str]:
+    """The tasks a family supports: the base model plus its head layouts, in CLASS_SUFFIX order."""
+    return [task for task in CLASS_SUFFIX if task == "base" or task in family.heads]
 
 
 def model_class(family: Family, task: str) -> type[PreTrainedModel]:
     """The class of `task` on `family`: the shared base or head, bound to the family's data."""
-    if task not in CLASS_SUFFIX:
-        raise ConfigError(f"Unknown task {task!r}; supported: {sorted(CLASS_SUFFIX)}")
+    if task not in tasks_of(family):
+        raise ConfigError(f"{family.model_type} has no {task!r} model; it supports: {', '.join(tasks_of(family))}.")
     generic = family.base_class if task == "base" else HEADS[task]
     name = family.class_prefix + CLASS_SUFFIX[task]
     return CLASSES.setdefault(name, type(name, (generic,), {"family": family, "__module__": __name__}))
@@ -36,7 +44,7 @@ def model_class(family: Family, task: str) -> type[PreTrainedModel]:
 
 CLASSES: dict[str, type[PreTrainedModel]] = {}
 for _family in FAMILIES.values():
-    for _task in CLASS_SUFFIX:
+    for _task in tasks_of(_family):
         model_class(_family, _task)
 
 
@@ -45,7 +53,7 @@ def support_matrix() -> str:
     tasks = list(CLASS_SUFFIX)
     lines = ["| model_type | " + " | ".join(tasks) + " |", "|---" * (len(tasks) + 1) + "|"]
     for model_type, family in FAMILIES.items():
-        cells = [f"`{model_class(family, task).__name__}`" for task in tasks]
+        cells = [f"`{model_class(family, task).__name__}`" if task in tasks_of(family) else "—" for task in tasks]
         lines.append(f"| {model_type} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -97,3 +105,4 @@ AutoModelForSequenceClassification = _auto("AutoModelForSequenceClassification",
 AutoModelForTokenClassification = _auto("AutoModelForTokenClassification", "token-classification")
 AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", "question-answering")
 AutoModelForMaskedLM = _auto("AutoModelForMaskedLM", "masked-lm")
+AutoModelForPreTraining = _auto("AutoModelForPreTraining", "pretraining")

@@ -9,7 +9,7 @@ from ..config import ModelConfig, require_positive
 from ..errors import ConfigError
 from .bert import SIZE_FIELDS
 from .encoder import EncoderModel
-from .family import Family, LayerNames, LMPredictor, PooledClassifier, TokenClassifier
+from .family import Family, LayerNames, LMPredictor, PooledClassifier, TokenClassifier, sequential
 
 
 @dataclass(frozen=True)
@@ -54,12 +54,12 @@ DISTILBERT = Family(
     class_prefix="DistilBert",
     base_prefix="distilbert",
     base_class=EncoderModel,
-    stack="transformer",
+    stack=sequential("transformer.layer"),
     layer=LayerNames(
         query="attention.q_lin", key="attention.k_lin", value="attention.v_lin", attn_out="attention.out_lin",
         attn_norm="sa_layer_norm", ffn_in="ffn.lin1", ffn_out="ffn.lin2", ffn_norm="output_layer_norm",
     ),
-    has_pooler=False,
+    pooler=None,
     tiny_config={"vocab_size": 211, "dim": 32, "n_layers": 2, "n_heads": 4, "hidden_dim": 37},
     heads={
         "sequence-classification": PooledClassifier(

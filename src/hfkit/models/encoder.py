@@ -53,19 +53,33 @@ class EncoderLayer(nn.Module):
         return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
 
 
+def embedding_dim(config) -> int:
+    """ALBERT/ELECTRA embed in a smaller `embedding_size`, projected up to `hidden_size`."""
+    return getattr(config, "embedding_size", None) or config.hidden_size
+
+
 class EncoderModel(PreTrainedModel):
-    """The backbone (`BertModel`, `RobertaModel`, …): keys `embeddings.*`, `<stack>.layer.N.*`, `pooler.dense.*`."""
+    """The backbone (`BertModel`, `AlbertModel`, …): embeddings → [projection] → layers → [pooler].
+
+    Keys come from the family: `embeddings.*`, its stack plan's layer paths, its pooler path."""
 
     def __init__(self, config, add_pooler: bool | None = None, family: Family | None = None):
         super().__init__(config)
         self.family = family or type(self).family
-        self.embeddings = TokenEmbeddings(config, self.family.position_style)
-        layers = nn.ModuleList(EncoderLayer(config, self.family.layer) for _ in range(config.num_hidden_layers))
-        self.__dict__["layers"] = place(self, f"{self.family.stack}.layer", layers)
+        self.embeddings = TokenEmbeddings(config, self.family.position_style, embedding_dim(config))
+        self.__dict__["projection"] = None
+        projected = embedding_dim(config) != config.hidden_size or self.family.projection_always
+        if self.family.embedding_projection and projected:
+            linear = nn.Linear(embedding_dim(config), config.hidden_size)
+            self.__dict__["projection"] = place(self, self.family.embedding_projection, linear)
+        plan = self.family.stack(config)
+        self.__dict__["layers"] = [place(self, path, EncoderLayer(config, self.family.layer)) for path in plan.paths]
+        self.order = plan.order
         self.__dict__["pooler_dense"] = None
-        if self.family.has_pooler if add_pooler is None else add_pooler:
-            self.__dict__["pooler_dense"] = place(self, "pooler.dense", nn.Linear(config.hidden_size, config.hidden_size))
-            self.new_on_base = ("pooler",)
+        if self.family.pooler and (add_pooler is None or add_pooler):
+            pooler = place(self, self.family.pooler, nn.Linear(config.hidden_size, config.hidden_size))
+            self.__dict__["pooler_dense"] = pooler
+            self.new_on_base = (self.family.pooler.split(".")[0],)
 
     def forward(
         self,
@@ -75,11 +89,13 @@ class EncoderModel(PreTrainedModel):
         position_ids: torch.Tensor | None = None,  # (B, T)
         output_hidden_states: bool = False,
     ) -> BaseModelOutput:
-        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, H)
-        mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
+        x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, E)
+        if self.projection is not None:
+            x = self.projection(x)  # (B, T, H)
         states = [x]
-        for layer in self.layers:
-            x = layer(x, mask)
+        mask = padding_mask(attention_mask, x.dtype)  # (B, 1, 1, T) or None
+        for index in self.order:
+            x = self.layers[index](x, mask)
             states.append(x)
         pooled = None if self.pooler_dense is None else torch.tanh(self.pooler_dense(x[:, 0]))  # (B, H)
         return BaseModelOutput(x, pooled, tuple(states) if output_hidden_states else None)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from ..config import ModelConfig
 from ..errors import ConfigError
@@ -21,6 +21,22 @@ class LayerNames:
     ffn_in: str = "intermediate.dense"
     ffn_out: str = "output.dense"
     ffn_norm: str = "output.LayerNorm"
+
+
+@dataclass(frozen=True)
+class StackPlan:
+    """Where each distinct layer's weights sit, and the order the layers run in.
+
+    BERT: each layer once. ALBERT: a few layer groups, re-run across the depth (weight sharing)."""
+
+    paths: list[str]
+    order: list[int]
+
+
+def sequential(prefix: str) -> Callable[[Any], StackPlan]:
+    """`prefix.0 … prefix.N-1`, each run once in order (BERT's `encoder.layer.N`)."""
+    return lambda config: StackPlan([f"{prefix}.{i}" for i in range(config.num_hidden_layers)],
+                                    list(range(config.num_hidden_layers)))
 
 
 @dataclass(frozen=True)
@@ -44,8 +60,16 @@ class TokenClassifier:
 
 
 @dataclass(frozen=True)
+class TokenScorer:
+    """One score per token through a hidden layer (ELECTRA's replaced-token detector)."""
+
+    dense: str
+    out: str
+
+
+@dataclass(frozen=True)
 class LMPredictor:
-    """Masked-LM head: dense → act → norm → decoder (tied to word embeddings) + output bias."""
+    """Masked-LM head: dense (hidden → embedding size) → act → norm → decoder (tied to word embeddings) + bias."""
 
     dense: str
     norm: str
@@ -61,10 +85,13 @@ class Family:
     class_prefix: str  # "Bert" → BertModel, BertForTokenClassification (the transformers class names)
     base_prefix: str  # attribute holding the backbone in head models: "bert", "roberta", ...
     base_class: type  # the shared stack the family runs on (EncoderModel)
-    stack: str = "encoder"  # "encoder.layer.N" / "transformer.layer.N"
+    stack: Callable[[Any], StackPlan] = sequential("encoder.layer")
     layer: LayerNames = LayerNames()
     position_style: str = "absolute"  # or "padding_offset" (RoBERTa: positions start after padding_idx)
-    has_pooler: bool = True
+    pooler: str | None = "pooler.dense"  # the pooler's Linear (tanh on token 0); None: no pooler
+    # Linear from embedding_size to hidden_size: always there, or only when the sizes differ (ELECTRA)
+    embedding_projection: str | None = None
+    projection_always: bool = False
     heads: dict[str, Any] = field(default_factory=dict)  # task → layout
     # config.json fields of a tiny random model of this family (verify-matrix, smoke tests)
     tiny_config: dict[str, Any] = field(default_factory=dict)

@@ -10,8 +10,10 @@ from torch import nn
 
 from ..nn.activations import activation
 from .base import PreTrainedModel, place
-from .family import LMPredictor, PooledClassifier, TokenClassifier
-from .outputs import MaskedLMOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput
+from .encoder import embedding_dim
+from .family import LMPredictor, PooledClassifier, TokenClassifier, TokenScorer
+from .outputs import (MaskedLMOutput, PreTrainingOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
+                      TokenClassifierOutput)
 
 
 def first_set(config, fields: tuple[str, ...]) -> float:
@@ -139,10 +141,10 @@ class EncoderForMaskedLM(HeadModel):
     def __init__(self, config):
         super().__init__(config)
         layout: LMPredictor = self.layout
-        hidden, vocab = config.hidden_size, config.vocab_size
-        self.__dict__["dense"] = self.place_head(layout.dense, nn.Linear(hidden, hidden))
-        self.__dict__["norm"] = self.place_head(layout.norm, nn.LayerNorm(hidden, eps=config.layer_norm_eps))
-        self.__dict__["decoder"] = self.place_head(layout.decoder, nn.Linear(hidden, vocab, bias=layout.bias is None))
+        hidden, dim, vocab = config.hidden_size, embedding_dim(config), config.vocab_size
+        self.__dict__["dense"] = self.place_head(layout.dense, nn.Linear(hidden, dim))
+        self.__dict__["norm"] = self.place_head(layout.norm, nn.LayerNorm(dim, eps=config.layer_norm_eps))
+        self.__dict__["decoder"] = self.place_head(layout.decoder, nn.Linear(dim, vocab, bias=layout.bias is None))
         if layout.bias:
             self.place_head(layout.bias, nn.Parameter(torch.zeros(vocab)))
         self.act = activation(layout.activation or config.hidden_act)
@@ -174,7 +176,30 @@ class EncoderForMaskedLM(HeadModel):
         return fill_mask(self, self.tokenizer, text, top_k=top_k, **kwargs)
 
 
+class EncoderForPreTraining(HeadModel):
+    """Replaced-token detection (ELECTRA's discriminator): one logit per token, dense → act → score."""
+
+    task = "pretraining"
+
+    def __init__(self, config):
+        super().__init__(config)
+        layout: TokenScorer = self.layout
+        self.__dict__["dense"] = self.place_head(layout.dense, nn.Linear(config.hidden_size, config.hidden_size))
+        self.__dict__["out"] = self.place_head(layout.out, nn.Linear(config.hidden_size, 1))
+        self.act = activation(config.hidden_act)
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
+        out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
+        logits = self.out(self.act(self.dense(out.last_hidden_state))).squeeze(-1)  # (B, T)
+        loss = None
+        if labels is not None:  # BCE over attended tokens, as transformers
+            active = attention_mask.bool() if attention_mask is not None else torch.ones_like(labels, dtype=torch.bool)
+            loss = F.binary_cross_entropy_with_logits(logits[active], labels[active].to(logits.dtype))
+        return PreTrainingOutput(logits, loss, out.hidden_states)
+
+
 HEADS: dict[str, type[HeadModel]] = {
     cls.task: cls
-    for cls in (EncoderForSequenceClassification, EncoderForTokenClassification, EncoderForQuestionAnswering, EncoderForMaskedLM)
+    for cls in (EncoderForSequenceClassification, EncoderForTokenClassification, EncoderForQuestionAnswering,
+                EncoderForMaskedLM, EncoderForPreTraining)
 }

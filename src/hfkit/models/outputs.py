@@ -41,3 +41,10 @@ class MaskedLMOutput:
     logits: torch.Tensor  # (B, T, V)
     loss: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class PreTrainingOutput:
+    logits: torch.Tensor  # (B, T): replaced-token scores
+    loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None

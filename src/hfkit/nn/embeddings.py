@@ -15,16 +15,16 @@ def padding_offset_positions(input_ids: torch.Tensor, padding_idx: int) -> torch
 class TokenEmbeddings(nn.Module):
     """word + position [+ token type] → LayerNorm → dropout. Names match the BERT checkpoint keys."""
 
-    def __init__(self, config, position_style: str):
+    def __init__(self, config, position_style: str, dim: int):
         super().__init__()
         pad = config.pad_token_id
         self.position_style = position_style
-        self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=pad)
+        self.word_embeddings = nn.Embedding(config.vocab_size, dim, padding_idx=pad)
         pos_pad = pad if position_style == "padding_offset" else None
-        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size, padding_idx=pos_pad)
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, dim, padding_idx=pos_pad)
         if config.type_vocab_size > 0:
-            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+            self.token_type_embeddings = nn.Embedding(config.type_vocab_size, dim)
+        self.LayerNorm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(
