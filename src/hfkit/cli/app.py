@@ -276,3 +276,6 @@ def doctor(json: Json = False) -> None:
 
 def main() -> None:
     app()
+
+
+from . import export_commands  # noqa: F401,E402  (registers export, verify-export, verify-matrix, convert, init)

@@ -109,6 +109,13 @@ class PreTrainedModel(nn.Module):
         for prefix in prefixes:
             init_weights(self.get_submodule(prefix), std)
 
+    def save_pretrained(self, out_dir: str | os.PathLike, max_shard_size: int | str = "2GB",
+                        dtype: str | torch.dtype | None = None) -> Path:
+        """Write this model (+ the tokenizer files it was loaded with, a model card) in the HF layout."""
+        from ..export import save_pretrained
+
+        return save_pretrained(self, out_dir, max_shard_size=max_shard_size, dtype=dtype)
+
     @cached_property
     def tokenizer(self) -> "Tokenizer":
         """The tokenizer saved beside the weights, loaded on first use."""
