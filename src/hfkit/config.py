@@ -115,8 +115,10 @@ class ModelConfig:
                 raw[field_name] = raw.pop(hf_name)
         num_labels = overrides.pop("num_labels", raw.pop("num_labels", None))
         id2label = overrides.pop("id2label", None)
-        if id2label is None and not (num_labels is not None and len(raw.get("id2label") or {}) != num_labels):
-            id2label = raw.get("id2label")  # the file's labels, unless a different num_labels replaces them
+        file_labels = raw.get("id2label")
+        replaced = num_labels is not None and isinstance(file_labels, dict) and len(file_labels) != num_labels
+        if id2label is None and not replaced:
+            id2label = file_labels  # the file's labels, unless a different num_labels replaces them
         label2id = overrides.pop("label2id", raw.get("label2id"))
         raw.update(overrides)
         raw["id2label"], raw["label2id"] = label_maps(id2label, label2id, num_labels if not id2label else None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -109,7 +110,9 @@ def load_checkpoint(
         source_of.pop(alias, None)
     expected = {k: v for k, v in model.state_dict(keep_vars=True).items() if k not in ties}
     missing = [k for k in expected if k not in source_of]
-    unexpected = [source_of[k] for k in source_of if k not in expected]
+    ignorable = [re.compile(pattern) for pattern in model.family.ignored_checkpoint_keys]
+    unexpected = [source_of[k] for k in source_of
+                  if k not in expected and not any(p.search(source_of[k]) for p in ignorable)]
 
     handles: dict[Path, object] = {}
     try:

@@ -20,6 +20,13 @@ TINY_CONFIGS = {
     "albert": lambda **kw: transformers.AlbertConfig(
         **{"vocab_size": VOCAB, "embedding_size": 16, **SHAPES, "num_hidden_layers": 4, "num_hidden_groups": 2, **kw}),
     "electra": lambda **kw: transformers.ElectraConfig(**{"vocab_size": VOCAB, "embedding_size": 16, **SHAPES, **kw}),
+    # deberta-v3's shape: relative attention (both terms) with shared keys, 256 log buckets, LayerNorm'd
+    # relative embeddings, no absolute positions, no token types. Weights ~N(0, 0.1): with 0.02 the attention
+    # is near uniform and a wrong relative-position term moved outputs by only ~1e-4; now by ~1e-1.
+    "deberta-v2": lambda **kw: transformers.DebertaV2Config(**{
+        "vocab_size": VOCAB, **SHAPES, "relative_attention": True, "pos_att_type": ["p2c", "c2p"], "position_buckets": 256,
+        "max_relative_positions": -1, "norm_rel_ebd": "layer_norm", "share_att_key": True, "position_biased_input": False,
+        "type_vocab_size": 0, "initializer_range": 0.1, **kw}),
 }
 
 TRANSFORMERS_AUTO = {

@@ -9,13 +9,14 @@ from ..errors import ConfigError
 from .base import PreTrainedModel
 from .albert import ALBERT
 from .bert import BERT
+from .deberta_v2 import DEBERTA_V2
 from .distilbert import DISTILBERT
 from .electra import ELECTRA
 from .family import Family
 from .heads import HEADS
 from .roberta import ROBERTA, XLM_ROBERTA
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA)}
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA, DEBERTA_V2)}
 
 # task → the suffix of the transformers class name for that head ("" = the base model)
 CLASS_SUFFIX = {

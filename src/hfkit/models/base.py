@@ -55,7 +55,7 @@ def empty_init():
 def init_weights(module: nn.Module, std: float) -> None:
     """transformers' `_init_weights` for the layers we use: N(0, std) matrices, zero biases, unit norms."""
     for sub in module.modules():
-        if isinstance(sub, nn.Linear):
+        if isinstance(sub, (nn.Linear, nn.Conv1d)):  # Conv1d: DeBERTa's encoder.conv
             nn.init.normal_(sub.weight, std=std)
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)

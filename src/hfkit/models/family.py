@@ -49,6 +49,10 @@ class PooledClassifier:
     activation: str = "tanh"
     dropout_first: bool = False
     dropout_fields: tuple[str, ...] = ("classifier_dropout", "hidden_dropout_prob")
+    first_dropout_fields: tuple[str, ...] | None = None  # the first dropout's own rate (None: dropout_fields)
+    # Float labels / negative class ids when problem_type is unset: "standard" (BCE, as BERT) or
+    # "soft_targets" (DeBERTa: soft-target cross-entropy; class ids < 0 are left out of the loss)
+    untyped_loss: str = "standard"
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class LMPredictor:
 
     dense: str
     norm: str
-    decoder: str
+    decoder: str | None  # None: no decoder module, the word embeddings themselves (DeBERTa's non-legacy head)
     bias: str | None  # a free-standing bias parameter; None when the decoder carries its own
     activation: str | None = None  # None: the config's hidden_act
 
@@ -92,7 +96,21 @@ class Family:
     # Linear from embedding_size to hidden_size: always there, or only when the sizes differ (ELECTRA)
     embedding_projection: str | None = None
     projection_always: bool = False
-    heads: dict[str, Any] = field(default_factory=dict)  # task → layout
+    heads: dict[str, Any] = field(default_factory=dict)  # task → layout, or a function config → layout
+    # Injected parts for what the plain stack lacks (None: the BERT behaviour). Each is a function
+    # (config, owner) → nn.Module that places its own weights under `owner` with `place()` at checkpoint
+    # paths and keeps plain references, so the part itself adds no keys.
+    # embeddings: config → the module at `embeddings` (None: TokenEmbeddings, word + type + position).
+    embeddings: Callable[[Any], Any] | None = None
+    # per layer, owner = the EncoderLayer: `part(q, k, context)` → an additive (B, nh, T, T) attention
+    # bias or None; `part.divisor` the scores' divisor s, a 0-d tensor (see nn.attention.attention).
+    attention_bias: Callable[[Any, Any], Any] | None = None
+    # once per model, owner = the backbone: a StackHooks (`begin` once per forward: the stack input, mask
+    # and a context handed to every layer; `after_layer`: transform a layer's output).
+    stack_hooks: Callable[[Any, Any], Any] | None = None
+    # regexes of checkpoint keys skipped when the model has no such weight (transformers'
+    # `_keys_to_ignore_on_load_unexpected`: weights old checkpoints carry that the architecture never uses)
+    ignored_checkpoint_keys: tuple[str, ...] = ()
     # config.json fields of a tiny random model of this family (verify-matrix, smoke tests)
     tiny_config: dict[str, Any] = field(default_factory=dict)
 

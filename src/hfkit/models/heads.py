@@ -28,7 +28,8 @@ class HeadModel(PreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.layout = self.family.heads[self.task]
+        layout = self.family.heads[self.task]
+        self.layout = layout(config) if callable(layout) else layout  # a layout may depend on the config
         pooled = getattr(self.layout, "from_pooler", False)  # only BERT-style classifiers read the pooler
         backbone = self.family.base_class(config, add_pooler=pooled, family=self.family)
         self.add_module(self.family.base_prefix, backbone)
@@ -56,14 +57,18 @@ class EncoderForSequenceClassification(HeadModel):
         self.__dict__["out"] = self.place_head(layout.out, nn.Linear(hidden, config.num_labels))
         self.act = activation(layout.activation)
         self.dropout = nn.Dropout(first_set(config, layout.dropout_fields))
+        first = layout.first_dropout_fields
+        self.first_dropout = self.dropout if first is None else nn.Dropout(first_set(config, first))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
         out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
         x = out.pooler_output if self.layout.from_pooler else out.last_hidden_state[:, 0]  # (B, H)
         if self.dense is not None:
-            x = self.act(self.dense(self.dropout(x) if self.layout.dropout_first else x))
+            x = self.act(self.dense(self.first_dropout(x) if self.layout.dropout_first else x))
         logits = self.out(self.dropout(x))  # (B, num_labels)
-        loss = None if labels is None else sequence_classification_loss(logits, labels, self.config.problem_type)
+        loss = None
+        if labels is not None:
+            loss = sequence_classification_loss(logits, labels, self.config.problem_type, self.layout.untyped_loss)
         return SequenceClassifierOutput(logits, loss, out.hidden_states)
 
     def predict(self, texts, top_k: int | None = 1, **kwargs):
@@ -73,9 +78,23 @@ class EncoderForSequenceClassification(HeadModel):
         return classify(self, self.tokenizer, texts, top_k=top_k, **kwargs)
 
 
-def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None) -> torch.Tensor:
-    """transformers' rule: regression for one label, cross-entropy for int labels, BCE otherwise."""
+def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None,
+                                 untyped: str = "standard") -> torch.Tensor:
+    """transformers' rule: regression for one label, cross-entropy for int labels, BCE otherwise.
+
+    `untyped="soft_targets"` is DeBERTa's rule when problem_type is unset: regression for one label,
+    cross-entropy over the rows whose class id is >= 0 for one id per row, soft-target CE for a distribution."""
     num_labels = logits.shape[-1]
+    if problem_type is None and untyped == "soft_targets":
+        if num_labels == 1:
+            return F.mse_loss(logits.view(-1).to(labels.dtype), labels.view(-1))
+        if labels.dim() == 1 or labels.size(-1) == 1:
+            ids = labels.reshape(-1).long()
+            kept = ids >= 0
+            if not bool(kept.any()):
+                return torch.zeros((), dtype=logits.dtype, device=logits.device)
+            return F.cross_entropy(logits[kept].float(), ids[kept])
+        return -(F.log_softmax(logits, dim=-1) * labels).sum(-1).mean()
     if problem_type is None:
         integer = labels.dtype in (torch.long, torch.int)
         problem_type = "regression" if num_labels == 1 else "single_label_classification" if integer else "multi_label_classification"
@@ -144,7 +163,9 @@ class EncoderForMaskedLM(HeadModel):
         hidden, dim, vocab = config.hidden_size, embedding_dim(config), config.vocab_size
         self.__dict__["dense"] = self.place_head(layout.dense, nn.Linear(hidden, dim))
         self.__dict__["norm"] = self.place_head(layout.norm, nn.LayerNorm(dim, eps=config.layer_norm_eps))
-        self.__dict__["decoder"] = self.place_head(layout.decoder, nn.Linear(dim, vocab, bias=layout.bias is None))
+        self.__dict__["decoder"] = None  # None: the logits are taken against the word embeddings directly
+        if layout.decoder is not None:
+            self.__dict__["decoder"] = self.place_head(layout.decoder, nn.Linear(dim, vocab, bias=layout.bias is None))
         if layout.bias:
             self.place_head(layout.bias, nn.Parameter(torch.zeros(vocab)))
         self.act = activation(layout.activation or config.hidden_act)
@@ -152,18 +173,24 @@ class EncoderForMaskedLM(HeadModel):
 
     def tied_weights(self) -> dict[str, str]:
         layout, prefix = self.layout, self.family.base_prefix
+        if layout.decoder is None:
+            return {}
         ties = {f"{layout.decoder}.weight": f"{prefix}.embeddings.word_embeddings.weight"} if self.config.tie_word_embeddings else {}
         if layout.bias:  # older checkpoints also stored the bias under the decoder
             ties[f"{layout.decoder}.bias"] = layout.bias
         return ties
 
     def tie_weights(self) -> None:
-        if self.config.tie_word_embeddings:
+        if self.decoder is not None and self.config.tie_word_embeddings:
             self.decoder.weight = self.backbone.embeddings.word_embeddings.weight
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
         out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
-        logits = self.decoder(self.norm(self.act(self.dense(out.last_hidden_state))))  # (B, T, V)
+        x = self.norm(self.act(self.dense(out.last_hidden_state)))  # (B, T, E)
+        if self.decoder is not None:
+            logits = self.decoder(x)  # (B, T, V)
+        else:
+            logits = F.linear(x, self.backbone.embeddings.word_embeddings.weight)
         if self.layout.bias:
             logits = logits + self.get_parameter(self.layout.bias)
         loss = None if labels is None else F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
