@@ -18,7 +18,8 @@ import hfkit
 from hfkit.cli.app import app
 from hfkit.export import ExportError, save_pretrained
 from hfkit.models.auto import FAMILIES
-from hfkit.verify import family_tasks, verify_export, verify_matrix
+from hfkit.verify import family_tasks, verify_export
+from hfkit.verify_matrix import verify_matrix
 
 from .parity.tiny import HFKIT_AUTO, TINY_CONFIGS, padded_batch, tiny_reference
 

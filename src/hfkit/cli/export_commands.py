@@ -88,7 +88,7 @@ def verify_matrix(
     heads: Annotated[list[str] | None, typer.Option(help=f"Heads to run: {HEAD_HELP} [default: all].")] = None,
 ) -> None:
     """export + verify-export for every registered family × head on tiny random models: a PASS/FAIL grid."""
-    from ..verify import verify_matrix as run
+    from ..verify_matrix import verify_matrix as run
 
     matrix = run(split_names(families), split_names(heads))
     typer.echo(matrix.render())
