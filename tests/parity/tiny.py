@@ -27,6 +27,9 @@ TINY_CONFIGS = {
         "vocab_size": VOCAB, **SHAPES, "relative_attention": True, "pos_att_type": ["p2c", "c2p"], "position_buckets": 256,
         "max_relative_positions": -1, "norm_rel_ebd": "layer_norm", "share_att_key": True, "position_biased_input": False,
         "type_vocab_size": 0, "initializer_range": 0.1, **kw}),
+    "modernbert": lambda **kw: transformers.ModernBertConfig(**{
+        "vocab_size": VOCAB, **SHAPES, "num_hidden_layers": 3, "local_attention": 4, "global_attn_every_n_layers": 2,
+        "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "cls_token_id": 1, "sep_token_id": 2, **kw}),
 }
 
 TRANSFORMERS_AUTO = {

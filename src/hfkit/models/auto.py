@@ -14,9 +14,10 @@ from .distilbert import DISTILBERT
 from .electra import ELECTRA
 from .family import Family
 from .heads import HEADS
+from .modernbert import MODERNBERT
 from .roberta import ROBERTA, XLM_ROBERTA
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA, DEBERTA_V2)}
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA, DEBERTA_V2, MODERNBERT)}
 
 # task → the suffix of the transformers class name for that head ("" = the base model)
 CLASS_SUFFIX = {

@@ -1,7 +1,8 @@
-"""The one shared encoder: embeddings → N post-norm transformer layers → optional pooler.
+"""The one shared encoder: embeddings → N transformer layers → [final norm] → optional pooler.
 
-Every encoder family runs this code; a family only says where the parts sit (LayerNames),
-how positions are counted, and whether it has a pooler. What the plain stack lacks comes in as
+Every encoder family runs this code; a family only says where the parts sit (LayerNames), how
+positions are counted, where the norms go (post/pre), its MLP kind, how each layer attends (full or
+sliding window, rotary or not), and whether it has a pooler. What the plain stack lacks comes in as
 injected parts (Family.embeddings, .attention_bias, .stack_hooks): DeBERTa's relative attention is
 an additive bias per layer plus a per-forward context, not another encoder.
 """
@@ -14,43 +15,65 @@ import torch
 from torch import nn
 
 from ..nn.activations import activation
-from ..nn.attention import attention, padding_mask
+from ..nn.attention import attention, padding_mask, window_mask
 from ..nn.embeddings import TokenEmbeddings
+from ..nn.rope import RotaryTables, apply_rope
 from .base import PreTrainedModel, place
-from .family import Family, LayerNames
+from .family import AttentionSpec, Family, LayerNames, NormPosition
 from .outputs import BaseModelOutput
 
 
-class EncoderLayer(nn.Module):
-    """x → LN(x + Attn(x)) → LN(x + FFN(x)), parts placed at the family's names."""
+def layer_norm(config, dim: int) -> nn.LayerNorm:
+    """The family's LayerNorm: its eps, and a bias unless the config says `norm_bias: false` (ModernBERT)."""
+    return nn.LayerNorm(dim, eps=config.layer_norm_eps, bias=getattr(config, "norm_bias", True))
 
-    def __init__(self, config, names: LayerNames, attention_bias=None):
+
+class EncoderLayer(nn.Module):
+    """Post-norm x → LN(x + Attn(x)) → LN(x + FFN(x)), or pre-norm x → x + Attn(LN(x)) → x + FFN(LN(x)).
+
+    Parts are placed at the family's names; biases follow the config's `attention_bias` / `mlp_bias`
+    (present when the config has no such field)."""
+
+    def __init__(self, config, family: Family, names: LayerNames, spec: AttentionSpec):
         super().__init__()
         hidden, inner = config.hidden_size, config.intermediate_size
         self.num_heads = config.num_attention_heads
-        self.attention_dropout = config.attention_probs_dropout_prob
-        norm = lambda: nn.LayerNorm(hidden, eps=config.layer_norm_eps)
-        parts = {
-            "query": (names.query, nn.Linear(hidden, hidden)),
-            "key": (names.key, nn.Linear(hidden, hidden)),
-            "value": (names.value, nn.Linear(hidden, hidden)),
-            "attn_out": (names.attn_out, nn.Linear(hidden, hidden)),
-            "attn_norm": (names.attn_norm, norm()),
-            "ffn_in": (names.ffn_in, nn.Linear(hidden, inner)),
-            "ffn_out": (names.ffn_out, nn.Linear(inner, hidden)),
-            "ffn_norm": (names.ffn_norm, norm()),
-        }
-        for ref, (path, module) in parts.items():
-            self.__dict__[ref] = place(self, path, module)  # a plain reference: each weight keeps one key
+        self.pre_norm = family.norm_position is NormPosition.PRE
+        self.mlp_kind, self.spec = family.mlp, spec
+        attn_bias, mlp_bias = getattr(config, "attention_bias", True), getattr(config, "mlp_bias", True)
+        self.fused_qkv = names.qkv is not None
+        projections = {"qkv": 3} if self.fused_qkv else {"query": 1, "key": 1, "value": 1}
+        parts = {ref: (getattr(names, ref), nn.Linear(hidden, width * hidden, bias=attn_bias))
+                 for ref, width in projections.items()}
+        parts.update({
+            "attn_out": (names.attn_out, nn.Linear(hidden, hidden, bias=attn_bias)),
+            "attn_norm": (names.attn_norm, layer_norm(config, hidden)),
+            "ffn_in": (names.ffn_in, nn.Linear(hidden, self.mlp_kind.in_multiple * inner, bias=mlp_bias)),
+            "ffn_out": (names.ffn_out, nn.Linear(inner, hidden, bias=mlp_bias)),
+            "ffn_norm": (names.ffn_norm, layer_norm(config, hidden)),
+        })
+        for ref, (path, module) in parts.items():  # a plain reference: each weight keeps one key
+            self.__dict__[ref] = place(self, path, module) if path else nn.Identity()
         self.act = activation(config.hidden_act)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        rate = lambda name: getattr(config, name) if name else 0.0
+        self.attention_dropout = rate(family.dropouts.attention)
+        self.attn_out_dropout = nn.Dropout(rate(family.dropouts.attn_out))
+        self.ffn_inner_dropout = nn.Dropout(rate(family.dropouts.ffn_inner))
+        self.ffn_out_dropout = nn.Dropout(rate(family.dropouts.ffn_out))
         # built last: it may reuse the layer's own projections (DeBERTa's share_att_key)
-        self.attention_bias = attention_bias(config, self) if attention_bias else None
+        self.attention_bias = family.attention_bias(config, self) if family.attention_bias else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, context=None) -> torch.Tensor:  # (B, T, H)
-        B, T, H = x.shape
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, context=None, rope: RotaryTables | None = None) -> torch.Tensor:
+        B, T, H = x.shape  # (B, T, H)
         heads = lambda t: t.view(B, T, self.num_heads, H // self.num_heads).transpose(1, 2)  # (B, nh, T, hd)
-        q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+        h = self.attn_norm(x) if self.pre_norm else x
+        if self.fused_qkv:
+            q, k, v = self.qkv(h).view(B, T, 3, self.num_heads, H // self.num_heads).unbind(2)  # (B, T, nh, hd) each
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd)
+        else:
+            q, k, v = heads(self.query(h)), heads(self.key(h)), heads(self.value(h))
+        if self.spec.rope_theta is not None:
+            q, k = apply_rope(q, k, *rope(self.spec.rope_theta))
         divisor = None
         if self.attention_bias is not None:
             q, k = q.contiguous(), k.contiguous()  # one copy, shared by the bias and the attention
@@ -60,8 +83,11 @@ class EncoderLayer(nn.Module):
             divisor = self.attention_bias.divisor  # the scores' s, as the reference divides by it
         p = self.attention_dropout if self.training else 0.0
         a = attention(q, k, v, mask, dropout_p=p, divisor=divisor).transpose(1, 2).reshape(B, T, H)
-        x = self.attn_norm(x + self.dropout(self.attn_out(a)))
-        return self.ffn_norm(x + self.dropout(self.ffn_out(self.act(self.ffn_in(x)))))
+        a = self.attn_out_dropout(self.attn_out(a))
+        x = x + a if self.pre_norm else self.attn_norm(x + a)
+        h = self.ffn_norm(x) if self.pre_norm else x
+        f = self.ffn_out_dropout(self.ffn_out(self.ffn_inner_dropout(self.mlp_kind.inner(self.ffn_in(h), self.act))))
+        return x + f if self.pre_norm else self.ffn_norm(x + f)
 
 
 class StackHooks(nn.Module):
@@ -99,9 +125,14 @@ class EncoderModel(PreTrainedModel):
             linear = nn.Linear(embedding_dim(config), config.hidden_size)
             self.__dict__["projection"] = place(self, self.family.embedding_projection, linear)
         plan = self.family.stack(config)
-        layer = lambda: EncoderLayer(config, self.family.layer, self.family.attention_bias)
-        self.__dict__["layers"] = [place(self, path, layer()) for path in plan.paths]
+        names = plan.names or [self.family.layer] * len(plan.paths)
+        specs = plan.attention or [AttentionSpec()] * len(plan.paths)
+        # `blocks`, not `layers`: a plain reference list must not shadow a checkpoint root (ModernBERT's `layers.N`)
+        self.__dict__["blocks"] = [place(self, path, EncoderLayer(config, self.family, n, spec))
+                                   for path, n, spec in zip(plan.paths, names, specs)]
         self.order = plan.order
+        final_norm = self.family.final_norm  # referenced as `last_norm`: the path is a checkpoint root
+        self.__dict__["last_norm"] = place(self, final_norm, layer_norm(config, config.hidden_size)) if final_norm else None
         self.stack_hooks = self.family.stack_hooks(config, self) if self.family.stack_hooks else None
         self.__dict__["pooler_dense"] = None
         if self.family.pooler and (add_pooler is None or add_pooler):
@@ -125,12 +156,24 @@ class EncoderModel(PreTrainedModel):
             mask, context = padding_mask(attention_mask, x.dtype), None  # (B, 1, 1, T) or None
         else:
             x, mask, context = hooks.begin(x, attention_mask)
+        T = x.shape[1]
+        masks = {None: mask}  # window → mask: (B, 1, 1, T) additive, (B|1, 1, T, T) boolean, or None
+        if position_ids is None:
+            position_ids = torch.arange(T, device=x.device)[None, :]  # (1, T)
+        rope = RotaryTables(self.config.hidden_size // self.config.num_attention_heads, position_ids, x.dtype)
         states = [x]
         for step, index in enumerate(self.order):
-            x = self.layers[index](x, mask, context)
+            block = self.blocks[index]
+            window = block.spec.window
+            if window not in masks:
+                masks[window] = window_mask(attention_mask, T, window, x.device)
+            x = block(x, masks[window], context, rope)  # rope: cos/sin per theta, built on first use
             if hooks is not None:
                 x = hooks.after_layer(step, x, context)
             states.append(x)
+        if self.last_norm is not None:
+            x = self.last_norm(x)
+            states[-1] = x  # as transformers: the last hidden state is the normed one
         pooled = None if self.pooler_dense is None else torch.tanh(self.pooler_dense(x[:, 0]))  # (B, H)
         return BaseModelOutput(x, pooled, tuple(states) if output_hidden_states else None)
 

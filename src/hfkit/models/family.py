@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Callable
 
 from ..config import ModelConfig
 from ..errors import ConfigError
+from ..nn.mlp import MLPKind
 
 
 @dataclass(frozen=True)
@@ -21,6 +23,34 @@ class LayerNames:
     ffn_in: str = "intermediate.dense"
     ffn_out: str = "output.dense"
     ffn_norm: str = "output.LayerNorm"
+    qkv: str | None = None  # one fused projection (q | k | v stacked) instead of query/key/value
+    # A part named None is absent (identity): ModernBERT's layer 0 has no attention norm.
+
+
+class NormPosition(str, Enum):
+    """POST: x → LN(x + f(x)) (BERT). PRE: x → x + f(LN(x)), the stack ending in a final norm (ModernBERT)."""
+
+    POST = "post"
+    PRE = "pre"
+
+
+@dataclass(frozen=True)
+class LayerDropouts:
+    """The config field setting the dropout at each site of a layer; None: no dropout there."""
+
+    attention: str | None = "attention_probs_dropout_prob"  # on the attention probabilities
+    attn_out: str | None = "hidden_dropout_prob"  # after the attention output projection
+    ffn_inner: str | None = None  # between the activation and the FFN output projection
+    ffn_out: str | None = "hidden_dropout_prob"  # after the FFN output projection
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """How one layer attends: a sliding window (keys within `window` positions on each side; None: all)
+    and rotary positions on q/k with base `rope_theta` (None: no rotary)."""
+
+    window: int | None = None
+    rope_theta: float | None = None
 
 
 @dataclass(frozen=True)
@@ -31,6 +61,9 @@ class StackPlan:
 
     paths: list[str]
     order: list[int]
+    # Per distinct layer (aligned with `paths`); None: the family's LayerNames / full attention everywhere.
+    names: list[LayerNames] | None = None
+    attention: list[AttentionSpec] | None = None
 
 
 def sequential(prefix: str) -> Callable[[Any], StackPlan]:
@@ -41,9 +74,9 @@ def sequential(prefix: str) -> Callable[[Any], StackPlan]:
 
 @dataclass(frozen=True)
 class PooledClassifier:
-    """Sequence classification on the first token: [dropout] → [dense → act] → dropout → out."""
+    """Sequence classification: pool → [dropout] → [dense → act → [norm]] → dropout → out."""
 
-    from_pooler: bool  # BERT: the base's pooler output; others: hidden state of token 0
+    from_pooler: bool  # BERT: the base's pooler output; others: pool the last hidden state
     out: str = "classifier"
     dense: str | None = None
     activation: str = "tanh"
@@ -53,14 +86,21 @@ class PooledClassifier:
     # Float labels / negative class ids when problem_type is unset: "standard" (BCE, as BERT) or
     # "soft_targets" (DeBERTa: soft-target cross-entropy; class ids < 0 are left out of the loss)
     untyped_loss: str = "standard"
+    pooling: str = "first"  # "first": token 0; "mean": the mean over the attention mask
+    norm: str | None = None  # a LayerNorm after the activation (ModernBERT's `head.norm`)
+    dense_bias: bool = True
 
 
 @dataclass(frozen=True)
 class TokenClassifier:
-    """Per-token linear head (token classification: `classifier`; QA: `qa_outputs` with 2 outputs)."""
+    """Per-token head (token classification: `classifier`; QA: `qa_outputs` with 2 outputs): [dense → act → [norm]] → dropout → out."""
 
     out: str
     dropout_fields: tuple[str, ...] = ("classifier_dropout", "hidden_dropout_prob")
+    dense: str | None = None
+    activation: str = "gelu"
+    norm: str | None = None
+    dense_bias: bool = True
 
 
 @dataclass(frozen=True)
@@ -80,6 +120,8 @@ class LMPredictor:
     decoder: str | None  # None: no decoder module, the word embeddings themselves (DeBERTa's non-legacy head)
     bias: str | None  # a free-standing bias parameter; None when the decoder carries its own
     activation: str | None = None  # None: the config's hidden_act
+    dense_bias: bool = True
+    decoder_bias: bool = True  # the decoder's own bias (when `bias` is None)
 
 
 @dataclass(frozen=True)
@@ -97,6 +139,11 @@ class Family:
     embedding_projection: str | None = None
     projection_always: bool = False
     heads: dict[str, Any] = field(default_factory=dict)  # task → layout, or a function config → layout
+    input_embeddings: str = "embeddings.word_embeddings"  # the token embedding (MLM decoders tie to it)
+    norm_position: NormPosition = NormPosition.POST
+    mlp: MLPKind = MLPKind.PLAIN
+    dropouts: LayerDropouts = LayerDropouts()
+    final_norm: str | None = None  # a LayerNorm after the last layer (pre-norm stacks)
     # Injected parts for what the plain stack lacks (None: the BERT behaviour). Each is a function
     # (config, owner) → nn.Module that places its own weights under `owner` with `place()` at checkpoint
     # paths and keeps plain references, so the part itself adds no keys.

@@ -10,7 +10,7 @@ from torch import nn
 
 from ..nn.activations import activation
 from .base import PreTrainedModel, place
-from .encoder import embedding_dim
+from .encoder import embedding_dim, layer_norm
 from .family import LMPredictor, PooledClassifier, TokenClassifier, TokenScorer
 from .outputs import (MaskedLMOutput, PreTrainingOutput, QuestionAnsweringModelOutput, SequenceClassifierOutput,
                       TokenClassifierOutput)
@@ -45,6 +45,18 @@ class HeadModel(PreTrainedModel):
     def encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, output_hidden_states=False):
         return self.backbone(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
 
+    def place_transform(self, layout, config, out_dim: int | None = None) -> None:
+        """The layout's optional `dense → act → [norm]` block (hidden → out_dim, default hidden)."""
+        hidden, out_dim = config.hidden_size, out_dim or config.hidden_size
+        dense = self.place_head(layout.dense, nn.Linear(hidden, out_dim, bias=layout.dense_bias)) if layout.dense else None
+        norm = self.place_head(layout.norm, layer_norm(config, out_dim)) if layout.norm else None
+        self.__dict__["dense"], self.__dict__["norm"] = dense, norm  # placed first: a path may be `dense` itself
+        self.act = activation(layout.activation or config.hidden_act)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:  # (B, [T,] H) → (B, [T,] out_dim)
+        x = self.act(self.dense(x))
+        return x if self.norm is None else self.norm(x)
+
 
 class EncoderForSequenceClassification(HeadModel):
     task = "sequence-classification"
@@ -52,19 +64,17 @@ class EncoderForSequenceClassification(HeadModel):
     def __init__(self, config):
         super().__init__(config)
         layout: PooledClassifier = self.layout
-        hidden = config.hidden_size
-        self.__dict__["dense"] = self.place_head(layout.dense, nn.Linear(hidden, hidden)) if layout.dense else None
-        self.__dict__["out"] = self.place_head(layout.out, nn.Linear(hidden, config.num_labels))
-        self.act = activation(layout.activation)
+        self.place_transform(layout, config)
+        self.__dict__["out"] = self.place_head(layout.out, nn.Linear(config.hidden_size, config.num_labels))
         self.dropout = nn.Dropout(first_set(config, layout.dropout_fields))
         first = layout.first_dropout_fields
         self.first_dropout = self.dropout if first is None else nn.Dropout(first_set(config, first))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
         out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
-        x = out.pooler_output if self.layout.from_pooler else out.last_hidden_state[:, 0]  # (B, H)
+        x = out.pooler_output if self.layout.from_pooler else pool(out.last_hidden_state, attention_mask, self.layout.pooling)
         if self.dense is not None:
-            x = self.act(self.dense(self.first_dropout(x) if self.layout.dropout_first else x))
+            x = self.transform(self.first_dropout(x) if self.layout.dropout_first else x)
         logits = self.out(self.dropout(x))  # (B, num_labels)
         loss = None
         if labels is not None:
@@ -76,6 +86,15 @@ class EncoderForSequenceClassification(HeadModel):
         from ..tasks.classify import classify
 
         return classify(self, self.tokenizer, texts, top_k=top_k, **kwargs)
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, how: str) -> torch.Tensor:
+    """(B, T, H) → (B, H): token 0 ("first"), or the mean over the attention mask ("mean")."""
+    if how == "first":
+        return hidden[:, 0]
+    if attention_mask is None:
+        attention_mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
+    return (hidden * attention_mask.unsqueeze(-1)).sum(dim=1) / attention_mask.sum(dim=1, keepdim=True)
 
 
 def sequence_classification_loss(logits: torch.Tensor, labels: torch.Tensor, problem_type: str | None,
@@ -111,12 +130,14 @@ class EncoderForTokenClassification(HeadModel):
     def __init__(self, config):
         super().__init__(config)
         layout: TokenClassifier = self.layout
+        self.place_transform(layout, config)
         self.__dict__["out"] = self.place_head(layout.out, nn.Linear(config.hidden_size, config.num_labels))
         self.dropout = nn.Dropout(first_set(config, layout.dropout_fields))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
         out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
-        logits = self.out(self.dropout(out.last_hidden_state))  # (B, T, num_labels)
+        x = out.last_hidden_state if self.dense is None else self.transform(out.last_hidden_state)  # (B, T, H)
+        logits = self.out(self.dropout(x))  # (B, T, num_labels)
         loss = None if labels is None else F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))
         return TokenClassifierOutput(logits, loss, out.hidden_states)
 
@@ -133,13 +154,15 @@ class EncoderForQuestionAnswering(HeadModel):
     def __init__(self, config):
         super().__init__(config)
         layout: TokenClassifier = self.layout
+        self.place_transform(layout, config)
         self.__dict__["out"] = self.place_head(layout.out, nn.Linear(config.hidden_size, 2))
         self.dropout = nn.Dropout(first_set(config, layout.dropout_fields))
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                 start_positions=None, end_positions=None, output_hidden_states=False):
         out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
-        start, end = self.out(self.dropout(out.last_hidden_state)).unbind(-1)  # (B, T) each
+        x = out.last_hidden_state if self.dense is None else self.transform(out.last_hidden_state)  # (B, T, H)
+        start, end = self.out(self.dropout(x)).unbind(-1)  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
             ignored = start.shape[1]  # positions outside the sequence are ignored, as in transformers
@@ -160,37 +183,42 @@ class EncoderForMaskedLM(HeadModel):
     def __init__(self, config):
         super().__init__(config)
         layout: LMPredictor = self.layout
-        hidden, dim, vocab = config.hidden_size, embedding_dim(config), config.vocab_size
-        self.__dict__["dense"] = self.place_head(layout.dense, nn.Linear(hidden, dim))
-        self.__dict__["norm"] = self.place_head(layout.norm, nn.LayerNorm(dim, eps=config.layer_norm_eps))
-        self.__dict__["decoder"] = None  # None: the logits are taken against the word embeddings directly
+        dim, vocab = embedding_dim(config), config.vocab_size
+        self.place_transform(layout, config, dim)
+        decoder = None  # None: the logits are taken against the word embeddings directly
         if layout.decoder is not None:
-            self.__dict__["decoder"] = self.place_head(layout.decoder, nn.Linear(dim, vocab, bias=layout.bias is None))
+            linear = nn.Linear(dim, vocab, bias=layout.bias is None and layout.decoder_bias)
+            decoder = self.place_head(layout.decoder, linear)  # placed first: the path may be `decoder` itself
+        self.__dict__["decoder"] = decoder
         if layout.bias:
             self.place_head(layout.bias, nn.Parameter(torch.zeros(vocab)))
-        self.act = activation(layout.activation or config.hidden_act)
         self.tie_weights()
 
     def tied_weights(self) -> dict[str, str]:
         layout, prefix = self.layout, self.family.base_prefix
         if layout.decoder is None:
             return {}
-        ties = {f"{layout.decoder}.weight": f"{prefix}.embeddings.word_embeddings.weight"} if self.config.tie_word_embeddings else {}
+        source = f"{prefix}.{self.family.input_embeddings}.weight"
+        ties = {f"{layout.decoder}.weight": source} if self.config.tie_word_embeddings else {}
         if layout.bias:  # older checkpoints also stored the bias under the decoder
             ties[f"{layout.decoder}.bias"] = layout.bias
         return ties
 
     def tie_weights(self) -> None:
         if self.decoder is not None and self.config.tie_word_embeddings:
-            self.decoder.weight = self.backbone.embeddings.word_embeddings.weight
+            self.decoder.weight = self.input_embeddings.weight
+
+    @property
+    def input_embeddings(self) -> nn.Embedding:
+        return self.backbone.get_submodule(self.family.input_embeddings)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, labels=None, output_hidden_states=False):
         out = self.encode(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
-        x = self.norm(self.act(self.dense(out.last_hidden_state)))  # (B, T, E)
+        x = self.transform(out.last_hidden_state)  # (B, T, E)
         if self.decoder is not None:
             logits = self.decoder(x)  # (B, T, V)
         else:
-            logits = F.linear(x, self.backbone.embeddings.word_embeddings.weight)
+            logits = F.linear(x, self.input_embeddings.weight)  # (B, T, V)
         if self.layout.bias:
             logits = logits + self.get_parameter(self.layout.bias)
         loss = None if labels is None else F.cross_entropy(logits.view(-1, logits.shape[-1]), labels.view(-1))

@@ -28,6 +28,21 @@ def pairwise_padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtyp
     return torch.zeros(pair.shape, dtype=dtype, device=pair.device).masked_fill(~pair, torch.finfo(dtype).min / 2)
 
 
+def window_mask(attention_mask: torch.Tensor | None, length: int, window: int, device: torch.device) -> torch.Tensor | None:
+    """Bidirectional sliding window: query i sees key j when |i - j| <= window (and j is a token).
+
+    (B | 1, 1, T, T) boolean; None when nothing is masked (no pad, T < window, transformers' rule).
+    Boolean on purpose: a pad query whose window holds only pads is a fully masked row, for which
+    SDPA returns zeros, as transformers' boolean masks give."""
+    if (attention_mask is None or bool(attention_mask.all())) and length < window:
+        return None
+    pos = torch.arange(length, device=device)
+    keep = ((pos[:, None] - pos[None, :]).abs() <= window)[None, None]  # (1, 1, T, T)
+    if attention_mask is not None:
+        keep = keep & attention_mask[:, None, None, :].to(device=device, dtype=torch.bool)  # (B, 1, T, T)
+    return keep
+
+
 def attention(
     q: torch.Tensor,  # (B, H, T, D)
     k: torch.Tensor,  # (B, H, S, D)

@@ -1,0 +1,61 @@
+"""Rotary position embeddings (RoPE): cos/sin tables per base `theta`, applied to queries and keys.
+
+A stack may use several bases (ModernBERT: a global theta on full-attention layers, a local one on
+sliding-window layers); `RotaryTables` builds each base's table once per forward and hands it to every
+layer that asks for that base.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+
+@lru_cache(maxsize=32)
+def inverse_frequencies(dim: int, theta: float) -> torch.Tensor:
+    """(dim/2,) float32 `1 / theta^(2i/dim)`, computed on the CPU as transformers does (then moved)."""
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float) / dim))
+
+
+def rope_tables(
+    dim: int,
+    theta: float,
+    position_ids: torch.Tensor,  # (B, T) or (1, T)
+    dtype: torch.dtype,
+) -> tuple[torch.Tensor, torch.Tensor]:  # cos, sin: (B, T, dim) each
+    inv_freq = inverse_frequencies(dim, float(theta)).to(position_ids.device)
+    freqs = position_ids[..., None].float() * inv_freq  # (B, T, dim/2)
+    angles = torch.cat((freqs, freqs), dim=-1)  # (B, T, dim): both halves rotate by the same angles
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(x1, x2) → (-x2, x1) over the last dimension's halves."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def apply_rope(
+    q: torch.Tensor,  # (B, nh, T, D)
+    k: torch.Tensor,  # (B, nh, T, D)
+    cos: torch.Tensor,  # (B, T, D)
+    sin: torch.Tensor,  # (B, T, D)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q and k by their positions' angles, in float32, cast back to the input dtype."""
+    cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D): broadcast over heads
+    rotate = lambda t: (t.float() * cos + rotate_half(t.float()) * sin).to(t.dtype)
+    return rotate(q), rotate(k)
+
+
+class RotaryTables:
+    """The cos/sin tables of one forward pass, built lazily once per distinct theta."""
+
+    def __init__(self, dim: int, position_ids: torch.Tensor, dtype: torch.dtype):
+        self.dim, self.position_ids, self.dtype = dim, position_ids, dtype
+        self.tables: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if theta not in self.tables:
+            self.tables[theta] = rope_tables(self.dim, theta, self.position_ids, self.dtype)
+        return self.tables[theta]
