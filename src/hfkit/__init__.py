@@ -16,6 +16,7 @@ _EXPORTS = {
     "AutoModelForQuestionAnswering": "models.auto",
     "AutoModelForMaskedLM": "models.auto",
     "AutoModelForPreTraining": "models.auto",
+    "AutoModelForCausalLM": "models.auto",
     "FAMILIES": "models.auto",
     "model_class": "models.auto",
     "pipeline": "tasks.pipeline",

@@ -10,6 +10,8 @@ from hfkit.models.auto import CLASS_SUFFIX
 
 VOCAB = 211
 SHAPES = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37)
+DECODER_SHAPES = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, pad_token_id=0, eos_token_id=1, bos_token_id=2)
 
 # model_type → a small transformers config; a family registered without an entry here fails the suite.
 TINY_CONFIGS = {
@@ -30,6 +32,15 @@ TINY_CONFIGS = {
     "modernbert": lambda **kw: transformers.ModernBertConfig(**{
         "vocab_size": VOCAB, **SHAPES, "num_hidden_layers": 3, "local_attention": 4, "global_attn_every_n_layers": 2,
         "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2, "cls_token_id": 1, "sep_token_id": 2, **kw}),
+    # decoders: GQA (4 query heads on 2 KV heads), pad 0 / eos 1; Mistral slides over 5 tokens, Qwen3's head_dim is
+    # not hidden / heads
+    **{model_type: (lambda config_class, extra: lambda **kw: config_class(**{**DECODER_SHAPES, **extra, **kw}))(cls, extra)
+       for model_type, (cls, extra) in {
+           "llama": (transformers.LlamaConfig, {}),
+           "mistral": (transformers.MistralConfig, {"sliding_window": 5}),
+           "qwen2": (transformers.Qwen2Config, {}),
+           "qwen3": (transformers.Qwen3Config, {"head_dim": 24}),
+       }.items()},
 }
 
 TRANSFORMERS_AUTO = {
@@ -39,6 +50,7 @@ TRANSFORMERS_AUTO = {
     "question-answering": transformers.AutoModelForQuestionAnswering,
     "masked-lm": transformers.AutoModelForMaskedLM,
     "pretraining": transformers.AutoModelForPreTraining,
+    "causal-lm": transformers.AutoModelForCausalLM,
 }
 HFKIT_AUTO = {
     "base": hfkit.AutoModel,
@@ -47,6 +59,7 @@ HFKIT_AUTO = {
     "question-answering": hfkit.AutoModelForQuestionAnswering,
     "masked-lm": hfkit.AutoModelForMaskedLM,
     "pretraining": hfkit.AutoModelForPreTraining,
+    "causal-lm": hfkit.AutoModelForCausalLM,
 }
 assert set(TRANSFORMERS_AUTO) == set(CLASS_SUFFIX) == set(HFKIT_AUTO)
 

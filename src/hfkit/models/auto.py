@@ -10,14 +10,17 @@ from .base import PreTrainedModel
 from .albert import ALBERT
 from .bert import BERT
 from .deberta_v2 import DEBERTA_V2
+from .decoder import DECODER_HEADS, DecoderModel
 from .distilbert import DISTILBERT
 from .electra import ELECTRA
 from .family import Family
 from .heads import HEADS
+from .llama import LLAMA, MISTRAL, QWEN2, QWEN3
 from .modernbert import MODERNBERT
 from .roberta import ROBERTA, XLM_ROBERTA
 
-FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA, DEBERTA_V2, MODERNBERT)}
+FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA, DEBERTA_V2, MODERNBERT,
+                                                          LLAMA, MISTRAL, QWEN2, QWEN3)}
 
 # task → the suffix of the transformers class name for that head ("" = the base model)
 CLASS_SUFFIX = {
@@ -27,6 +30,7 @@ CLASS_SUFFIX = {
     "question-answering": "ForQuestionAnswering",
     "masked-lm": "ForMaskedLM",
     "pretraining": "ForPreTraining",
+    "causal-lm": "ForCausalLM",
 }
 
 
@@ -35,11 +39,20 @@ def tasks_of(family: Family) -> list[str]:
     return [task for task in CLASS_SUFFIX if task == "base" or task in family.heads]
 
 
+def is_decoder(family: Family) -> bool:
+    return issubclass(family.base_class, DecoderModel)
+
+
+def heads_of(family: Family) -> dict[str, type[PreTrainedModel]]:
+    """The shared heads for the family's stack: the decoder's (last-token classifier, LM head) or the encoder's."""
+    return DECODER_HEADS if is_decoder(family) else HEADS
+
+
 def model_class(family: Family, task: str) -> type[PreTrainedModel]:
     """The class of `task` on `family`: the shared base or head, bound to the family's data."""
     if task not in tasks_of(family):
         raise ConfigError(f"{family.model_type} has no {task!r} model; it supports: {', '.join(tasks_of(family))}.")
-    generic = family.base_class if task == "base" else HEADS[task]
+    generic = family.base_class if task == "base" else heads_of(family)[task]
     name = family.class_prefix + CLASS_SUFFIX[task]
     return CLASSES.setdefault(name, type(name, (generic,), {"family": family, "__module__": __name__}))
 
@@ -108,3 +121,4 @@ AutoModelForTokenClassification = _auto("AutoModelForTokenClassification", "toke
 AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", "question-answering")
 AutoModelForMaskedLM = _auto("AutoModelForMaskedLM", "masked-lm")
 AutoModelForPreTraining = _auto("AutoModelForPreTraining", "pretraining")
+AutoModelForCausalLM = _auto("AutoModelForCausalLM", "causal-lm")

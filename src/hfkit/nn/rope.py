@@ -41,9 +41,15 @@ def apply_rope(
     k: torch.Tensor,  # (B, nh, T, D)
     cos: torch.Tensor,  # (B, T, D)
     sin: torch.Tensor,  # (B, T, D)
+    upcast: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rotate q and k by their positions' angles, in float32, cast back to the input dtype."""
+    """Rotate q and k by their positions' angles, in float32, cast back to the input dtype.
+
+    `upcast=False`: in the input dtype with cos/sin already cast to it (transformers' decoders: Llama, Qwen, …),
+    which differs from the float32 rotation in bfloat16/float16."""
     cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, D): broadcast over heads
+    if not upcast:
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
     rotate = lambda t: (t.float() * cos + rotate_half(t.float()) * sin).to(t.dtype)
     return rotate(q), rotate(k)
 

@@ -1,0 +1,324 @@
+"""The one shared decoder: embed_tokens → N pre-norm layers (RoPE + GQA attention, gated MLP) → norm.
+
+    layers.N:  x + self_attn.o_proj(attend(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))   n = input_layernorm(x)
+               x + mlp.down_proj(act(mlp.gate_proj(n)) · mlp.up_proj(n))                  n = post_attention_layernorm(x)
+
+Llama, Mistral, Qwen2 and Qwen3 all run this code; what differs is data: the family's DecoderLayout
+(projection biases, per-head q/k norms) and the config (head_dim, sliding window per `layer_types`,
+rope type). The model is pure: a KV cache comes in, is updated, and goes out as `past_key_values`;
+decode loops live in `hfkit.generation`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..nn.activations import activation
+from ..nn.attention import causal_mask, grouped_attention
+from ..nn.rope import apply_rope
+from ..nn.rope_scaling import rope_cos_sin, rope_dim
+from .base import PreTrainedModel
+from .family import Family
+from .heads import sequence_classification_loss
+
+
+@dataclass(frozen=True)
+class DecoderLayout:
+    """What a decoder family's layer has beyond Llama's. `None` biases follow `config.attention_bias`."""
+
+    qkv_bias: bool | None = None  # Qwen2: True (o_proj without bias)
+    o_bias: bool | None = None
+    qk_norm: bool = False  # Qwen3: RMSNorm over each head's q and k (`self_attn.q_norm`, `self_attn.k_norm`)
+
+
+@dataclass(frozen=True)
+class DecoderFamily(Family):
+    decoder: DecoderLayout = DecoderLayout()
+
+
+@dataclass(frozen=True)
+class CausalLM:
+    """Next-token head: `lm_head` (tied to `model.embed_tokens` when `tie_word_embeddings`)."""
+
+    out: str = "lm_head"
+
+
+@dataclass(frozen=True)
+class LastTokenClassifier:
+    """Sequence classification on the last non-pad token (`score`, no bias), as transformers' Generic head."""
+
+    out: str = "score"
+
+
+# Outputs, with transformers' field names.
+@dataclass
+class BaseModelOutputWithPast:
+    last_hidden_state: torch.Tensor  # (B, T, H)
+    past_key_values: "KVCache | None" = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class CausalLMOutputWithPast:
+    logits: torch.Tensor  # (B, T, V)
+    loss: torch.Tensor | None = None
+    past_key_values: "KVCache | None" = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class SequenceClassifierOutputWithPast:
+    logits: torch.Tensor  # (B, num_labels)
+    loss: torch.Tensor | None = None
+    past_key_values: "KVCache | None" = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+class KVCache:
+    """Dynamic KV cache: per layer, keys and values (B, nkv, S, D) grown by concatenation.
+
+    The interface (`update(layer, k, v)` → the full k, v; `seq_length()`) is what a static, preallocated
+    cache will implement too, so the model does not change when it arrives."""
+
+    def __init__(self):
+        self.keys: list[torch.Tensor] = []
+        self.values: list[torch.Tensor] = []
+
+    def seq_length(self) -> int:
+        return self.keys[0].shape[-2] if self.keys else 0
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if layer == len(self.keys):
+            self.keys.append(k)
+            self.values.append(v)
+        else:
+            self.keys[layer] = torch.cat((self.keys[layer], k), dim=-2)
+            self.values[layer] = torch.cat((self.values[layer], v), dim=-2)
+        return self.keys[layer], self.values[layer]
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index` (beam search, dropping finished rows)."""
+        self.keys = [k.index_select(0, index) for k in self.keys]
+        self.values = [v.index_select(0, index) for v in self.values]
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) · weight, computed in float32 and cast back before the weight, as transformers."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, config, layout: DecoderLayout, sliding_window: int | None):
+        super().__init__()
+        hidden, D = config.hidden_size, head_dim_of(config)
+        self.num_heads, self.num_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, D
+        self.sliding_window = sliding_window
+        self.dropout = config.attention_dropout
+        bias = getattr(config, "attention_bias", False)
+        qkv_bias = bias if layout.qkv_bias is None else layout.qkv_bias
+        o_bias = bias if layout.o_bias is None else layout.o_bias
+        self.q_proj = nn.Linear(hidden, self.num_heads * D, bias=qkv_bias)
+        self.k_proj = nn.Linear(hidden, self.num_kv * D, bias=qkv_bias)
+        self.v_proj = nn.Linear(hidden, self.num_kv * D, bias=qkv_bias)
+        self.o_proj = nn.Linear(self.num_heads * D, hidden, bias=o_bias)
+        if layout.qk_norm:
+            self.q_norm = RMSNorm(D, config.rms_norm_eps)
+            self.k_norm = RMSNorm(D, config.rms_norm_eps)
+        else:
+            self.q_norm = self.k_norm = None
+
+    def forward(self, x, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor:  # (B, T, H)
+        B, T, _ = x.shape
+        heads = lambda t: t.view(B, T, -1, self.head_dim)  # (B, T, n, D)
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n, T, D)
+        q, k = apply_rope(q, k, *rope, upcast=False)  # in the activations' dtype, as transformers
+        if cache is not None:
+            k, v = cache.update(layer, k, v)  # (B, nkv, S, D)
+        p = self.dropout if self.training else 0.0
+        a = grouped_attention(q, k, v, mask, dropout_p=p, scale=self.head_dim ** -0.5)  # (B, nh, T, D)
+        return self.o_proj(a.transpose(1, 2).reshape(B, T, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, config):
+        super().__init__()
+        bias = getattr(config, "mlp_bias", False)
+        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        self.act = activation(config.hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, config, layout: DecoderLayout, sliding_window: int | None):
+        super().__init__()
+        self.self_attn = Attention(config, layout, sliding_window)
+        self.mlp = MLP(config)
+        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+
+    def forward(self, x, rope, mask, cache, layer: int) -> torch.Tensor:
+        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, layer)
+        return x + self.mlp(self.post_attention_layernorm(x))
+
+
+def head_dim_of(config) -> int:
+    """`head_dim` where the family has the field, else hidden_size / heads (transformers' rule)."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def layer_windows(config) -> list[int | None]:
+    """Each layer's sliding window (None: full attention): per `layer_types` where the family has them
+    (Qwen2/3), else `sliding_window` on every layer (Mistral; Llama has none)."""
+    window = getattr(config, "sliding_window", None)
+    types = getattr(config, "layer_types", None)
+    if types is None:
+        return [window] * config.num_hidden_layers
+    return [window if t == "sliding_attention" else None for t in types]
+
+
+class DecoderModel(PreTrainedModel):
+    """The backbone (`LlamaModel`, `Qwen2Model`, …); keys `embed_tokens`, `layers.N.*`, `norm`."""
+
+    def __init__(self, config, add_pooler: bool | None = None, family: Family | None = None):
+        super().__init__(config)
+        self.family = family or type(self).family
+        layout = getattr(self.family, "decoder", DecoderLayout())
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        self.windows = layer_windows(config)
+        self.layers = nn.ModuleList(DecoderLayer(config, layout, w) for w in self.windows)
+        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.rope_dim = rope_dim(config.rope_parameters, head_dim_of(config))
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,  # (B, T)
+        attention_mask: torch.Tensor | None = None,  # (B, S) over cached + new tokens; 1 = token, 0 = pad
+        position_ids: torch.Tensor | None = None,  # (B, T); None: cache length + 0…T-1
+        past_key_values: KVCache | None = None,
+        use_cache: bool = False,
+        output_hidden_states: bool = False,
+        inputs_embeds: torch.Tensor | None = None,  # (B, T, H)
+    ) -> BaseModelOutputWithPast:
+        x = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds  # (B, T, H)
+        B, T, _ = x.shape
+        if use_cache and past_key_values is None:
+            past_key_values = KVCache()
+        past = past_key_values.seq_length() if past_key_values is not None else 0
+        if position_ids is None:
+            position_ids = torch.arange(past, past + T, device=x.device)[None]  # (1, T)
+        config = self.config
+        rope = rope_cos_sin(config.rope_parameters, self.rope_dim, config.max_position_embeddings, position_ids, x.dtype)
+        masks = {w: causal_mask(attention_mask, T, past, w, x.device) for w in set(self.windows)}
+        states = [x]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, masks[self.windows[i]], past_key_values, i)
+            states.append(x)
+        x = self.norm(x)
+        if output_hidden_states:
+            states[-1] = x  # transformers reports the last layer's output after the final norm
+        return BaseModelOutputWithPast(x, past_key_values, tuple(states) if output_hidden_states else None)
+
+
+class DecoderHeadModel(PreTrainedModel):
+    """A decoder backbone under `model` plus one head's parts."""
+
+    task: str
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.layout = self.family.heads[self.task]
+        self.model = self.family.base_class(config, family=self.family)
+        self.__dict__["backbone"] = self.model
+
+    def place_head(self, name: str, module: nn.Module) -> nn.Module:
+        self.new_on_base = (*self.new_on_base, name)
+        self.add_module(name, module)
+        return module
+
+
+class DecoderForCausalLM(DecoderHeadModel):
+    task = "causal-lm"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.__dict__["lm_head"] = self.place_head(self.layout.out, nn.Linear(config.hidden_size, config.vocab_size, bias=False))
+        self.tie_weights()
+
+    def tied_weights(self) -> dict[str, str]:
+        return {f"{self.layout.out}.weight": "model.embed_tokens.weight"} if self.config.tie_word_embeddings else {}
+
+    def tie_weights(self) -> None:
+        if self.config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, labels=None,
+                use_cache: bool = False, output_hidden_states: bool = False, inputs_embeds=None,
+                logits_to_keep: int = 0) -> CausalLMOutputWithPast:
+        out = self.model(input_ids, attention_mask, position_ids, past_key_values, use_cache, output_hidden_states, inputs_embeds)
+        h = out.last_hidden_state[:, -logits_to_keep:] if logits_to_keep else out.last_hidden_state
+        logits = self.lm_head(h)  # (B, T, V)
+        loss = None if labels is None else causal_lm_loss(logits, labels)
+        return CausalLMOutputWithPast(logits, loss, out.past_key_values, out.hidden_states)
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """Cross-entropy of token t's logits against label t+1 (labels are the inputs, unshifted)."""
+    shifted = F.pad(labels, (0, 1), value=ignore_index)[:, 1:]  # (B, T)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1).to(logits.device),
+                           ignore_index=ignore_index)
+
+
+class DecoderForSequenceClassification(DecoderHeadModel):
+    task = "sequence-classification"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.__dict__["score"] = self.place_head(self.layout.out, nn.Linear(config.hidden_size, config.num_labels, bias=False))
+
+    def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None, labels=None,
+                use_cache: bool = False, output_hidden_states: bool = False, inputs_embeds=None):
+        out = self.model(input_ids, attention_mask, position_ids, past_key_values, use_cache, output_hidden_states, inputs_embeds)
+        logits = self.score(out.last_hidden_state)  # (B, T, num_labels)
+        B, T = logits.shape[:2]
+        pad = self.config.pad_token_id
+        if pad is None and B != 1:
+            raise ValueError("Batched sequence classification needs config.pad_token_id to find each row's last token.")
+        if pad is None or input_ids is None:
+            last = torch.full((B,), T - 1, device=logits.device)
+        else:  # the rightmost non-pad token (left or right padding alike)
+            keep = (input_ids != pad).to(logits.device, torch.int32)
+            last = (torch.arange(T, device=logits.device, dtype=torch.int32) * keep).argmax(-1)
+        pooled = logits[torch.arange(B, device=logits.device), last]  # (B, num_labels)
+        loss = None if labels is None else sequence_classification_loss(pooled, labels.to(pooled.device), self.config.problem_type)
+        return SequenceClassifierOutputWithPast(pooled, loss, out.past_key_values, out.hidden_states)
+
+
+DECODER_HEADS: dict[str, type[DecoderHeadModel]] = {
+    cls.task: cls for cls in (DecoderForCausalLM, DecoderForSequenceClassification)
+}
+
+
+def head_layouts() -> dict[str, Any]:
+    """Every decoder family's head layout (transformers' names)."""
+    return {"causal-lm": CausalLM(), "sequence-classification": LastTokenClassifier()}
