@@ -38,6 +38,8 @@ def test_cuda_matches_cpu_reference(family, task, tmp_path):
 
 
 def test_bfloat16_on_cuda(tmp_path):
+    """bf16 on CUDA (the unpadded varlen path, chosen automatically) stays close at every real token;
+    pad positions are not part of the contract (unpadded outputs hold zeros there, as transformers' flash path)."""
     reference = tiny_reference("bert", "token-classification")
     reference.save_pretrained(tmp_path)
     ours = HFKIT_AUTO["token-classification"].from_pretrained(tmp_path, device="cuda", dtype="bfloat16")
@@ -46,4 +48,5 @@ def test_bfloat16_on_cuda(tmp_path):
     with torch.no_grad():
         got = ours(**{k: v.cuda() for k, v in batch.items()}).logits.float().cpu()
         expected = reference(**batch).logits
-    assert (got - expected).abs().max() <= 5e-2
+    keep = batch["attention_mask"].bool()
+    assert (got - expected)[keep].abs().max() <= 5e-2

@@ -5,6 +5,13 @@ positions are counted, where the norms go (post/pre), its MLP kind, how each lay
 sliding window, rotary or not), and whether it has a pooler. What the plain stack lacks comes in as
 injected parts (Family.embeddings, .attention_bias, .stack_hooks): DeBERTa's relative attention is
 an additive bias per layer plus a per-forward context, not another encoder.
+
+Unpadded forward (families without those injected parts): the pad tokens are dropped once at the embedding
+output, the layers run on (N, H) real tokens with a PackedBatch in place of the mask (nn.attention dispatches
+it to varlen_attn), and the outputs are re-padded to (B, T, ...) with zeros at pad positions (the padded path
+computes values there that nobody should read; token heads now see a zero hidden state at pads). Chosen
+automatically on CUDA (see EncoderModel.use_unpadded); `model(..., unpadded=True/False)` or the module
+attribute `unpadded` forces either path.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import torch
 from torch import nn
 
 from ..nn.activations import activation
-from ..nn.attention import attention, padding_mask, window_mask
+from ..nn.attention import VARLEN_DTYPES, VARLEN_WINDOW, PackedBatch, attention, padding_mask, varlen_attn, window_mask
 from ..nn.embeddings import TokenEmbeddings
 from ..nn.rope import RotaryTables, apply_rope
 from .base import PreTrainedModel, place
@@ -63,17 +70,21 @@ class EncoderLayer(nn.Module):
         # built last: it may reuse the layer's own projections (DeBERTa's share_att_key)
         self.attention_bias = family.attention_bias(config, self) if family.attention_bias else None
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, context=None, rope: RotaryTables | None = None) -> torch.Tensor:
-        B, T, H = x.shape  # (B, T, H)
-        heads = lambda t: t.view(B, T, self.num_heads, H // self.num_heads).transpose(1, 2)  # (B, nh, T, hd)
+    def forward(self, x: torch.Tensor, mask, context=None, rope: RotaryTables | None = None) -> torch.Tensor:
+        """x: (B, T, H) padded, with `mask` a padded mask (or None), or (N, H) packed tokens, with `mask` the
+        batch's PackedBatch; one code path for both, the attention call dispatching on what it is given."""
+        *lead, H = x.shape  # (B, T) or (N,)
+        nh, hd = self.num_heads, H // self.num_heads
         h = self.attn_norm(x) if self.pre_norm else x
         if self.fused_qkv:
-            q, k, v = self.qkv(h).view(B, T, 3, self.num_heads, H // self.num_heads).unbind(2)  # (B, T, nh, hd) each
-            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd)
+            q, k, v = self.qkv(h).view(*lead, 3, nh, hd).unbind(-3)  # (*lead, nh, hd) each
         else:
-            q, k, v = heads(self.query(h)), heads(self.key(h)), heads(self.value(h))
+            q, k, v = (proj(h).view(*lead, nh, hd) for proj in (self.query, self.key, self.value))
+        padded = x.dim() == 3
+        if padded:
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd); packed: (N, nh, hd)
         if self.spec.rope_theta is not None:
-            q, k = apply_rope(q, k, *rope(self.spec.rope_theta))
+            q, k = apply_rope(q, k, *rope(self.spec.rope_theta))  # cos/sin (B|1, T, hd) or (N, hd)
         divisor = None
         if self.attention_bias is not None:
             q, k = q.contiguous(), k.contiguous()  # one copy, shared by the bias and the attention
@@ -82,7 +93,8 @@ class EncoderLayer(nn.Module):
                 mask = bias if mask is None else bias + mask
             divisor = self.attention_bias.divisor  # the scores' s, as the reference divides by it
         p = self.attention_dropout if self.training else 0.0
-        a = attention(q, k, v, mask, dropout_p=p, divisor=divisor).transpose(1, 2).reshape(B, T, H)
+        a = attention(q, k, v, mask, dropout_p=p, divisor=divisor)
+        a = (a.transpose(1, 2) if padded else a).reshape(*lead, H)
         a = self.attn_out_dropout(self.attn_out(a))
         x = x + a if self.pre_norm else self.attn_norm(x + a)
         h = self.ffn_norm(x) if self.pre_norm else x
@@ -140,6 +152,32 @@ class EncoderModel(PreTrainedModel):
             self.__dict__["pooler_dense"] = pooler
             self.new_on_base = (self.family.pooler.split(".")[0],)
 
+    # None: choose per forward (see use_unpadded); True / False: always / never run the packed stack.
+    unpadded: bool | None = None
+
+    @property
+    def can_unpad(self) -> bool:
+        """Families whose layers take an attention-bias term or stack hooks (DeBERTa) keep the padded path."""
+        return self.family.attention_bias is None and self.stack_hooks is None
+
+    def use_unpadded(self, x: torch.Tensor, attention_mask: torch.Tensor | None, unpadded: bool | None = None) -> bool:
+        """Run the stack on packed tokens? `unpadded` (else the module's `unpadded` attribute) forces it; None:
+        on CUDA in float16/bfloat16 when the batch has padding, varlen_attn exists (torch >= 2.10), no attention
+        dropout is active and, if a layer slides a window, varlen_attn takes window_size. Forced on where the
+        kernel cannot run (CPU, float32), the packed stack re-pads q/k/v around the attention: same numbers, slower."""
+        choice = self.unpadded if unpadded is None else unpadded
+        if choice is not None:
+            if choice and not self.can_unpad:
+                raise ValueError(f"{self.family.model_type} has attention-bias terms: it runs padded only (unpadded=True).")
+            return bool(choice)
+        if not (self.can_unpad and x.is_cuda and x.dtype in VARLEN_DTYPES and varlen_attn is not None):
+            return False
+        if self.training and any(block.attention_dropout > 0 for block in self.blocks):
+            return False
+        if not VARLEN_WINDOW and any(block.spec.window is not None for block in self.blocks):
+            return False
+        return attention_mask is not None and not bool(attention_mask.all())
+
     def forward(
         self,
         input_ids: torch.Tensor,  # (B, T)
@@ -147,26 +185,34 @@ class EncoderModel(PreTrainedModel):
         token_type_ids: torch.Tensor | None = None,  # (B, T)
         position_ids: torch.Tensor | None = None,  # (B, T)
         output_hidden_states: bool = False,
+        unpadded: bool | None = None,  # None: automatic (use_unpadded); outputs are padded (B, T, ...) either way
     ) -> BaseModelOutput:
         x = self.embeddings(input_ids, token_type_ids, position_ids)  # (B, T, E)
         if self.projection is not None:
             x = self.projection(x)  # (B, T, H)
-        hooks = self.stack_hooks
-        if hooks is None:
+        B, T = x.shape[:2]
+        if position_ids is None:
+            position_ids = torch.arange(T, device=x.device)[None, :]  # (1, T)
+        hooks, packed = self.stack_hooks, None
+        if self.use_unpadded(x, attention_mask, unpadded):
+            # drop the pads once: the stack runs on (N, H), N real tokens; rotary positions are gathered per token
+            keep = attention_mask if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
+            packed = PackedBatch.from_mask(keep.to(x.device))
+            x, position_ids = packed.unpad(x), packed.unpad(position_ids.expand(B, T))  # (N, H), (N,)
+            mask, context = packed, None
+        elif hooks is None:
             mask, context = padding_mask(attention_mask, x.dtype), None  # (B, 1, 1, T) or None
         else:
             x, mask, context = hooks.begin(x, attention_mask)
-        T = x.shape[1]
-        masks = {None: mask}  # window → mask: (B, 1, 1, T) additive, (B|1, 1, T, T) boolean, or None
-        if position_ids is None:
-            position_ids = torch.arange(T, device=x.device)[None, :]  # (1, T)
+        T = T if packed is not None else x.shape[1]
+        masks = {None: mask}  # window → mask: (B, 1, 1, T) additive, (B|1, 1, T, T) boolean, None, or a PackedBatch
         rope = RotaryTables(self.config.hidden_size // self.config.num_attention_heads, position_ids, x.dtype)
         states = [x]
         for step, index in enumerate(self.order):
             block = self.blocks[index]
             window = block.spec.window
             if window not in masks:
-                masks[window] = window_mask(attention_mask, T, window, x.device)
+                masks[window] = packed.windowed(window) if packed is not None else window_mask(attention_mask, T, window, x.device)
             x = block(x, masks[window], context, rope)  # rope: cos/sin per theta, built on first use
             if hooks is not None:
                 x = hooks.after_layer(step, x, context)
@@ -174,6 +220,9 @@ class EncoderModel(PreTrainedModel):
         if self.last_norm is not None:
             x = self.last_norm(x)
             states[-1] = x  # as transformers: the last hidden state is the normed one
+        if packed is not None:  # re-pad for the caller: zeros at pad positions
+            x = packed.repad(x)  # (B, T, H)
+            states = [packed.repad(s) for s in states] if output_hidden_states else states
         pooled = None if self.pooler_dense is None else torch.tanh(self.pooler_dense(x[:, 0]))  # (B, H)
         return BaseModelOutput(x, pooled, tuple(states) if output_hidden_states else None)
 

@@ -56,7 +56,11 @@ def attention(
 
     `scale` multiplies q·kᵀ (None: 1/sqrt(D)). A `divisor` s (0-d tensor) is for references that compute
     softmax(q·kᵀ / s + mask) unfused (DeBERTa has no fused path in transformers): on CPU it is computed
-    so, op for op, bit-identical to them and as fast; elsewhere the fused kernel with scale 1/s."""
+    so, op for op, bit-identical to them and as fast; elsewhere the fused kernel with scale 1/s.
+
+    Given a `PackedBatch` instead of a mask, q/k/v are packed (N, H, D) and so is the result: see packed_attention."""
+    if isinstance(mask, PackedBatch):
+        return packed_attention(q, k, v, mask, dropout_p=dropout_p, scale=scale)
     if divisor is not None:
         if q.device.type == "cpu":
             return unfused_attention(q, k, v, mask, dropout_p, divisor)
@@ -73,3 +77,127 @@ def unfused_attention(q, k, v, mask, dropout_p: float, divisor: torch.Tensor) ->
         scores = scores + mask
     probs = F.dropout(scores.softmax(-1), dropout_p) if dropout_p > 0 else scores.softmax(-1)
     return torch.bmm(probs.view(B * H, T, -1), v3).view(B, H, T, D)
+
+
+def causal_mask(
+    attention_mask: torch.Tensor | None,  # (B, S) 1 = token, 0 = pad, over cached + new tokens
+    q_len: int,
+    past_len: int,
+    sliding_window: int | None = None,
+    device: torch.device | None = None,
+) -> torch.Tensor | None:  # (B|1, 1, T, S) bool, True = attend; None: nothing masked
+    """Query t (cache position past_len + t) sees key s when s <= t, s > t - window, and s is not padding.
+
+    Rows of left-padding queries see nothing (all False), exactly as transformers' sdpa masks."""
+    S = past_len + q_len
+    q = torch.arange(past_len, S, device=device)[:, None]  # (T, 1)
+    kv = torch.arange(S, device=device)[None, :]  # (1, S)
+    keep = kv <= q
+    if sliding_window is not None:
+        keep = keep & (kv > q - sliding_window)
+    keep = keep[None, None]  # (1, 1, T, S)
+    if attention_mask is not None:
+        keep = keep & attention_mask[:, None, None, -S:].to(torch.bool)  # (B, 1, T, S)
+    if q_len == 1 and bool(keep.all()):
+        return None
+    return keep
+
+
+def grouped_attention(
+    q: torch.Tensor,  # (B, nh, T, D)
+    k: torch.Tensor,  # (B, nkv, S, D)
+    v: torch.Tensor,  # (B, nkv, S, D)
+    mask: torch.Tensor | None,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> torch.Tensor:  # (B, nh, T, D)
+    """Grouped-query attention: each group of nh / nkv query heads shares one key/value head."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, D)
+    return attention(q, k, v, mask, dropout_p=dropout_p, scale=scale)
+
+
+# --- Unpadded (packed) attention: the encoders' varlen path --------------------------------------------------------
+# A packed batch holds only the real tokens, (N, ...) with N = the number of 1s in the (B, T) attention mask, in
+# row-major order; `PackedBatch` describes where they came from. `attention()` given one instead of a padded mask
+# runs `torch.nn.attention.varlen.varlen_attn` (flash, CUDA, fp16/bf16), or else re-pads q/k/v and runs the padded
+# path (CPU, float32, attention dropout, a torch without varlen or its window_size).
+
+try:
+    from torch.nn.attention.varlen import varlen_attn
+except ImportError:  # torch < 2.10
+    varlen_attn = None
+
+
+def varlen_window_supported() -> bool:
+    """Whether this torch's varlen_attn takes `window_size` (sliding windows on the packed kernel)."""
+    import inspect
+
+    return varlen_attn is not None and "window_size" in inspect.signature(varlen_attn).parameters
+
+
+VARLEN_WINDOW = varlen_window_supported()
+VARLEN_DTYPES = (torch.float16, torch.bfloat16)  # flash kernels: no float32
+
+
+class PackedBatch:
+    """Where the real tokens of a padded (B, T) batch sit once packed to (N, ...).
+
+    indices: (N,) flat positions b·T + t of the real tokens; cu_seqlens: (B+1,) int32 offsets of each row's tokens
+    in the packed order; max_len: the longest row; keep: the (B, T) boolean attention mask; window: the sliding
+    window (|i - j| <= window) of the layer this descriptor is handed to, None: full attention."""
+
+    def __init__(self, indices, cu_seqlens, max_len: int, keep, window: int | None = None):
+        self.indices, self.cu_seqlens, self.max_len, self.keep, self.window = indices, cu_seqlens, max_len, keep, window
+
+    @classmethod
+    def from_mask(cls, attention_mask: torch.Tensor) -> "PackedBatch":  # (B, T) 1 = token, 0 = pad
+        keep = attention_mask.to(torch.bool)
+        lengths = keep.sum(dim=1, dtype=torch.int32)  # (B,)
+        cu_seqlens = F.pad(lengths.cumsum(0, dtype=torch.int32), (1, 0))  # (B+1,)
+        indices = keep.flatten().nonzero().flatten()  # (N,)
+        return cls(indices, cu_seqlens, int(lengths.max()) if lengths.numel() else 0, keep)
+
+    @property
+    def shape(self) -> tuple[int, int]:  # (B, T)
+        return tuple(self.keep.shape)
+
+    def windowed(self, window: int | None) -> "PackedBatch":
+        return PackedBatch(self.indices, self.cu_seqlens, self.max_len, self.keep, window)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, ...) → (N, ...)
+        return x.reshape(-1, *x.shape[2:]).index_select(0, self.indices)
+
+    def repad(self, x: torch.Tensor) -> torch.Tensor:  # (N, ...) → (B, T, ...), zeros at pad positions
+        B, T = self.shape
+        out = x.new_zeros(B * T, *x.shape[1:])
+        out.index_copy_(0, self.indices, x)
+        return out.view(B, T, *x.shape[1:])
+
+
+def packed_attention(
+    q: torch.Tensor,  # (N, H, D)
+    k: torch.Tensor,  # (N, H, D)
+    v: torch.Tensor,  # (N, H, D)
+    packed: PackedBatch,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> torch.Tensor:  # (N, H, D)
+    """Attention within each packed sequence (and its window): varlen_attn where it runs, else the padded path."""
+    window = packed.window
+    if (varlen_attn is not None and q.is_cuda and q.dtype in VARLEN_DTYPES and dropout_p == 0.0
+            and (window is None or VARLEN_WINDOW)):
+        kwargs = {"scale": scale}
+        if window is not None:
+            kwargs["window_size"] = (window, window)
+        n = packed.max_len
+        return varlen_attn(q, k, v, packed.cu_seqlens, packed.cu_seqlens, n, n, **kwargs)
+    B, T = packed.shape
+    heads_first = lambda t: packed.repad(t).transpose(1, 2)  # (B, H, T, D)
+    if window is None:
+        mask = padding_mask(packed.keep, q.dtype)  # the padded path's masks, so its numbers
+    else:
+        mask = window_mask(packed.keep, T, window, q.device)
+    out = attention(heads_first(q), heads_first(k), heads_first(v), mask, dropout_p=dropout_p, scale=scale)
+    return packed.unpad(out.transpose(1, 2))
