@@ -104,6 +104,32 @@ def classify(
     print_table(["text", "label", "score"], rows, sections=section_ends(results))
 
 
+@command()
+def generate(
+    model: Model, texts: Texts = None, file: File = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=1, help="New tokens per prompt [default: generation_config.json, else 20].")] = None,
+    temperature: Annotated[float | None, typer.Option(min=0.0, help="Sample at this temperature (0 or unset: greedy).")] = None,
+    top_k: Annotated[int | None, typer.Option(min=1, help="Sample from the k most likely tokens.")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Sample from the smallest set with this mass.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for sampling (reproducible runs).")] = None,
+    json: Json = False, revision: Revision = None, device: Device = None, dtype: DtypeOption = Dtype.auto,
+) -> None:
+    """Text generation with a causal LM: the continuation of each prompt."""
+    import torch
+
+    prompts = gather_texts(texts, file, "prompts")
+    loaded = load("AutoModelForCausalLM", model, revision, device, dtype)
+    sampling = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+    do_sample = bool(temperature) or top_k is not None or top_p is not None
+    generator = torch.Generator(device=loaded.device).manual_seed(seed) if seed is not None else None
+    outputs = loaded.generate(prompts, max_new_tokens=max_new_tokens, do_sample=do_sample, generator=generator,
+                              **{k: v for k, v in sampling.items() if v})
+    if json:
+        return emit_json([{"prompt": p, "generated_text": o} for p, o in zip(prompts, outputs)])
+    for prompt, output in zip(prompts, outputs):
+        typer.echo(f"{prompt}{output}" if len(prompts) == 1 else f"[{shorten(prompt)}] {output}")
+
+
 def section_ends(groups: list[list]) -> list[int]:
     """Row indices that close each group of a flattened list of groups."""
     ends, total = [], 0

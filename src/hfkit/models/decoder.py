@@ -281,6 +281,12 @@ class DecoderForCausalLM(DecoderHeadModel):
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(logits, loss, out.past_key_values, out.hidden_states)
 
+    def generate(self, prompts, max_new_tokens: int | None = None, **sampling):
+        """Continue text: a str for one prompt, a list for a list (greedy unless do_sample=True)."""
+        from ..tasks.generate import generate_text
+
+        return generate_text(self, self.tokenizer, prompts, max_new_tokens=max_new_tokens, **sampling)
+
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Cross-entropy of token t's logits against label t+1 (labels are the inputs, unshifted)."""

@@ -5,6 +5,7 @@ from .batching import TaskInputError
 from .classify import classify
 from .embed import SentenceTransformerModules, embed, semantic_search
 from .fill_mask import fill_mask
+from .generate import generate_text
 from .pipeline import Pipeline, pipeline
 from .tag import tag
 
@@ -16,6 +17,7 @@ __all__ = [
     "classify",
     "embed",
     "fill_mask",
+    "generate_text",
     "semantic_search",
     "pipeline",
     "tag",

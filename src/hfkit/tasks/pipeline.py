@@ -12,6 +12,7 @@ from .batching import TaskInputError
 from .classify import classify
 from .embed import SentenceTransformerModules, embed
 from .fill_mask import fill_mask
+from .generate import generate_text
 from .tag import tag
 
 # task → (hfkit Auto class that loads its model, task function)
@@ -21,6 +22,7 @@ TASKS: dict[str, tuple[str, Callable[..., Any]]] = {
     "question-answering": ("AutoModelForQuestionAnswering", answer),
     "fill-mask": ("AutoModelForMaskedLM", fill_mask),
     "feature-extraction": ("AutoModel", embed),
+    "text-generation": ("AutoModelForCausalLM", generate_text),
 }
 ALIASES = {
     "sentiment-analysis": "text-classification",

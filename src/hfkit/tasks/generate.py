@@ -1,0 +1,44 @@
+"""text-generation: prompts in, continuations out (the new text only), batched with left padding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from ..generation.decode import generate_tokens
+from .batching import TaskInputError, as_list, model_device
+
+
+def left_padded(ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id lists → (B, T) ids and mask, padded on the left as decoders generate from the right edge."""
+    width = max(len(row) for row in ids)
+    input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    for row, tokens in enumerate(ids):
+        if tokens:
+            input_ids[row, width - len(tokens):] = torch.tensor(tokens)
+            mask[row, width - len(tokens):] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def generate_text(model: Any, tokenizer: Any, prompts: str | Sequence[str], max_new_tokens: int | None = None,
+                  skip_special_tokens: bool = True, **sampling: Any) -> str | list[str]:
+    """Continue each prompt; `sampling` takes generate_tokens' options (do_sample, temperature, top_k, top_p,
+    eos_token_id, generator). A single prompt gives a str, a list gives a list."""
+    prompts, single = as_list(prompts, "prompts")
+    ids = tokenizer(prompts, padding=False, return_tensors=None)["input_ids"]
+    if any(not row for row in ids):
+        raise TaskInputError("An empty prompt has no tokens to continue; give at least one token of text.")
+    pad_id = next((t for t in (tokenizer.pad_token_id, model.config.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
+    input_ids, mask = left_padded(ids, pad_id, model_device(model))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            out = generate_tokens(model, input_ids, mask, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **sampling)
+    finally:
+        model.train(was_training)
+    texts = tokenizer.batch_decode(out[:, input_ids.shape[1]:].tolist(), skip_special_tokens=skip_special_tokens)
+    return texts[0] if single else texts

@@ -1,0 +1,75 @@
+"""Text generation: strings in, the same continuations as transformers' tokenizer + generate + decode."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+from tokenizers import Tokenizer as RawTokenizer
+from tokenizers import decoders, models, pre_tokenizers, trainers
+
+import hfkit
+
+PROMPTS = ["The capital of France is", "Once upon a time, in a land far away, there lived", "Hello"]
+
+
+@pytest.fixture(scope="module")
+def tiny_llama_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-llama")
+    raw = RawTokenizer(models.BPE(unk_token=None))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<s>", "</s>", "<pad>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    raw.train_from_iterator([p * 3 for p in PROMPTS] + ["the quick brown fox jumps over the lazy dog"] * 5, trainer)
+    tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer.save_pretrained(path)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                      num_attention_heads=4, num_key_value_heads=2, bos_token_id=0, eos_token_id=1, pad_token_id=2)
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def reference(path, prompts, **kwargs):
+    tokenizer = transformers.AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = transformers.AutoModelForCausalLM.from_pretrained(path).eval()
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    out = model.generate(**batch, pad_token_id=tokenizer.pad_token_id, **kwargs)
+    return tokenizer.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_generate_matches_transformers(tiny_llama_dir):
+    model = hfkit.AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    assert model.generate(PROMPTS, max_new_tokens=16) == reference(tiny_llama_dir, PROMPTS, max_new_tokens=16, do_sample=False)
+    single = model.generate(PROMPTS[0], max_new_tokens=8)
+    assert isinstance(single, str) and single == reference(tiny_llama_dir, PROMPTS[:1], max_new_tokens=8, do_sample=False)[0]
+
+
+def test_pipeline_and_seeded_sampling(tiny_llama_dir):
+    generate = hfkit.pipeline("text-generation", str(tiny_llama_dir))
+    first = generate(PROMPTS, max_new_tokens=8, do_sample=True, generator=torch.Generator().manual_seed(3))
+    again = generate(PROMPTS, max_new_tokens=8, do_sample=True, generator=torch.Generator().manual_seed(3))
+    assert first == again and len(first) == 3
+
+
+def test_empty_prompt_is_a_clear_error(tiny_llama_dir):
+    model = hfkit.AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    with pytest.raises(hfkit.HfkitError, match="empty prompt"):
+        model.generate([""], max_new_tokens=4)
+
+
+def test_cli_generate(tiny_llama_dir):
+    from typer.testing import CliRunner
+
+    from hfkit.cli.app import app
+
+    result = CliRunner().invoke(app, ["generate", str(tiny_llama_dir), *PROMPTS, "--max-new-tokens", "6", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    got = [row["generated_text"] for row in json.loads(result.stdout)]
+    assert got == reference(tiny_llama_dir, PROMPTS, max_new_tokens=6, do_sample=False)
+    sampled = CliRunner().invoke(app, ["generate", str(tiny_llama_dir), "Hello", "--temperature", "0.8", "--seed", "1"])
+    again = CliRunner().invoke(app, ["generate", str(tiny_llama_dir), "Hello", "--temperature", "0.8", "--seed", "1"])
+    assert sampled.exit_code == 0 and sampled.stdout == again.stdout and sampled.stdout.startswith("Hello")
