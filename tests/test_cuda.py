@@ -15,11 +15,8 @@ FIELDS = ("last_hidden_state", "pooler_output", "logits", "start_logits", "end_l
 
 
 @pytest.fixture(autouse=True)
-def exact_matmuls():
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = saved
+def exact_matmuls(exact_cuda_matmuls):
+    """Every test here compares float32 CUDA outputs with a CPU reference."""
 
 
 @pytest.mark.parametrize("family,task", CELLS, ids=[f"{f}-{t}" for f, t in CELLS])

@@ -218,11 +218,8 @@ def kernel_calls(monkeypatch):
 
 
 @pytest.fixture(autouse=True)
-def exact_matmuls():
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    yield
-    torch.backends.cuda.matmul.allow_tf32 = saved
+def exact_matmuls(exact_cuda_matmuls):
+    """Every test here compares float32 CUDA outputs with a CPU reference."""
 
 
 DTYPES = [torch.bfloat16, torch.float16, torch.float32]
