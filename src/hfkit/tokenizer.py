@@ -339,6 +339,18 @@ class Tokenizer:
         self._configure()
         return self._backend.encode(text, add_special_tokens=False).tokens
 
+    # --- chat ---------------------------------------------------------------------------------------------
+    def apply_chat_template(self, conversation, tools=None, documents=None, chat_template: str | None = None,
+                            add_generation_prompt: bool = False, continue_final_message: bool | str = False,
+                            tokenize: bool = True, return_dict: bool = True, **kwargs):
+        """Render messages with the chat template, as transformers (the same defaults: tokenize=True gives a
+        BatchEncoding, return_dict=False its input_ids, tokenize=False the string). See hfkit.chat_template."""
+        from .chat_template import apply_chat_template
+
+        return apply_chat_template(self, conversation, tools=tools, documents=documents, chat_template=chat_template,
+                                   add_generation_prompt=add_generation_prompt, tokenize=tokenize,
+                                   continue_final_message=continue_final_message, return_dict=return_dict, **kwargs)
+
     # --- decoding -----------------------------------------------------------------------------------------
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Ids → text, as transformers' `decode` (its space clean-up never runs on BPE models, as there)."""

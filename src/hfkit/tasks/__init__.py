@@ -1,6 +1,7 @@
 """User-facing tasks over (model, tokenizer), with the transformers pipelines' output formats."""
 
 from .answer import answer
+from .chat import chat
 from .batching import TaskInputError
 from .classify import classify
 from .embed import SentenceTransformerModules, embed, semantic_search
@@ -14,6 +15,7 @@ __all__ = [
     "SentenceTransformerModules",
     "TaskInputError",
     "answer",
+    "chat",
     "classify",
     "embed",
     "fill_mask",
