@@ -51,7 +51,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_decoder_families_are_registered():
-    assert {"llama", "mistral", "qwen2", "qwen3"} <= set(DECODERS)
+    assert {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"} <= set(DECODERS)
     assert all(tasks_of(FAMILIES[f]) == ["base", "sequence-classification", "causal-lm"] for f in DECODERS)
 
 
@@ -201,7 +201,7 @@ def test_base_checkpoint_loads_into_causal_lm_with_a_fresh_head(tmp_path):
     assert not model.lm_head.weight.is_meta
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma", "gemma2", "phi3"])
 def test_bfloat16_loads_and_generates_bit_identically(family, tmp_path):
     """Loaded in bfloat16 on both sides: RoPE runs in the activations' dtype, as transformers' decoders."""
     build(tmp_path, family)
@@ -246,3 +246,40 @@ def test_cuda_left_padded_logits_and_generation(family, tmp_path):
         assert max_diff(got[keep], expected[keep]) <= 1e-4
         on_gpu = reference.cuda().generate(ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=32, do_sample=False)
     assert torch.equal(generate_tokens(ours, ids.cuda(), mask.cuda(), max_new_tokens=32).cpu(), on_gpu.cpu())
+
+
+def test_gemma2_soft_caps_sandwich_norms_and_alternating_windows(tmp_path):
+    """Weights ~N(0, 0.5) so the attention soft-cap (2.0) and the final one (3.0) bend the numbers; layer 0 slides."""
+    reference, ours = build(tmp_path, "gemma2", initializer_range=0.5)
+    assert ours.model.windows == [4, None]
+    assert ours.lm_head.weight is ours.model.embed_tokens.weight  # Gemma ties by default
+    ids, mask = left_padded()
+    with torch.no_grad():
+        logits = reference(ids, attention_mask=mask).logits
+        assert max_diff(ours(ids, mask).logits, logits) <= TOL
+        assert logits.abs().max() <= 3.0
+        expected = reference.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False)
+    assert torch.equal(generate_tokens(ours, ids, mask, max_new_tokens=32), expected)
+
+
+def test_phi3_partial_rotary_factor(tmp_path):
+    """RoPE on the first half of each head (partial_rotary_factor 0.5), the rest passed through."""
+    reference, ours = build(tmp_path, "phi3", partial_rotary_factor=0.5)
+    assert ours.model.rope_dim == 8
+    ids, mask = left_padded()
+    with torch.no_grad():
+        assert max_diff(ours(ids, mask).logits, reference(ids, attention_mask=mask).logits) <= TOL
+        expected = reference.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False)
+    assert torch.equal(generate_tokens(ours, ids, mask, max_new_tokens=32), expected)
+
+
+def test_longrope_config_is_a_clear_error(tmp_path):
+    from hfkit.errors import ConfigError
+
+    build(tmp_path, "phi3", task="base")
+    raw = json.loads((tmp_path / "config.json").read_text())
+    raw["rope_parameters"] = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
+                              "long_factor": [2.0] * 8, "original_max_position_embeddings": 16}
+    (tmp_path / "config.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="longrope"):
+        HFKIT_AUTO["causal-lm"].from_pretrained(tmp_path)

@@ -40,6 +40,11 @@ TINY_CONFIGS = {
            "mistral": (transformers.MistralConfig, {"sliding_window": 5}),
            "qwen2": (transformers.Qwen2Config, {}),
            "qwen3": (transformers.Qwen3Config, {"head_dim": 24}),
+           # Gemma 2: sliding (4) / full layers, query_pre_attn_scalar != head_dim, soft-caps low enough to bite
+           "gemma": (transformers.GemmaConfig, {"head_dim": 24}),
+           "gemma2": (transformers.Gemma2Config, {"head_dim": 24, "query_pre_attn_scalar": 20, "sliding_window": 4,
+                                                  "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
+           "phi3": (transformers.Phi3Config, {"sliding_window": 5}),
        }.items()},
 }
 

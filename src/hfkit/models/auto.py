@@ -14,13 +14,15 @@ from .decoder import DECODER_HEADS, DecoderModel
 from .distilbert import DISTILBERT
 from .electra import ELECTRA
 from .family import Family
+from .gemma import GEMMA, GEMMA2
 from .heads import HEADS
 from .llama import LLAMA, MISTRAL, QWEN2, QWEN3
 from .modernbert import MODERNBERT
+from .phi3 import PHI3
 from .roberta import ROBERTA, XLM_ROBERTA
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA, DEBERTA_V2, MODERNBERT,
-                                                          LLAMA, MISTRAL, QWEN2, QWEN3)}
+                                                          LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA, GEMMA2, PHI3)}
 
 # task → the suffix of the transformers class name for that head ("" = the base model)
 CLASS_SUFFIX = {

@@ -3,15 +3,21 @@
     layers.N:  x + self_attn.o_proj(attend(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))   n = input_layernorm(x)
                x + mlp.down_proj(act(mlp.gate_proj(n)) · mlp.up_proj(n))                  n = post_attention_layernorm(x)
 
-Llama, Mistral, Qwen2 and Qwen3 all run this code; what differs is data: the family's DecoderLayout
-(projection biases, per-head q/k norms) and the config (head_dim, sliding window per `layer_types`,
-rope type). The model is pure: a KV cache comes in, is updated, and goes out as `past_key_values`;
-decode loops live in `hfkit.generation`.
+Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2 and Phi-3 all run this code; what differs is data: the family's
+DecoderLayout (projection biases, per-head q/k norms, the norm kind and placement, fused projections, embedding
+scale) and the config (head_dim, sliding window per `layer_types`, rope type, partial rotary, soft-capping,
+`query_pre_attn_scalar`). The model is pure: a KV cache comes in, is updated, and goes out as
+`past_key_values`; decode loops live in `hfkit.generation`.
+
+    SANDWICH placement (Gemma 2; post_attention_layernorm is the attention's *post*-norm there, the MLP's pre-norm in Llama):
+    layers.N:  x + post_attention_layernorm(attn(input_layernorm(x)))
+               x + post_feedforward_layernorm(mlp(pre_feedforward_layernorm(x)))
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import torch
@@ -19,12 +25,42 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn.activations import activation
-from ..nn.attention import causal_mask, grouped_attention
+from ..nn.attention import causal_mask, grouped_attention, softcapped_attention
 from ..nn.rope import apply_rope
 from ..nn.rope_scaling import rope_cos_sin, rope_dim
 from .base import PreTrainedModel
 from .family import Family
 from .heads import sequence_classification_loss
+
+
+class NormKind(str, Enum):
+    """RMS: weight · (x / rms(x)), cast back before the weight (Llama). ONE_PLUS: (x / rms(x)) · (1 + weight), all in
+    float32, then cast (Gemma; the weight is stored as an offset from 1)."""
+
+    RMS = "rms"
+    ONE_PLUS = "one_plus"
+
+
+class NormPlacement(str, Enum):
+    """PRE: x + f(norm(x)) around attention and MLP (Llama). SANDWICH: x + post(f(pre(x))) around both (Gemma 2)."""
+
+    PRE = "pre"
+    SANDWICH = "sandwich"
+
+
+class Projections(str, Enum):
+    """SEPARATE: q_proj / k_proj / v_proj and gate_proj / up_proj. FUSED: one `self_attn.qkv_proj` (q | k | v) and one
+    `mlp.gate_up_proj` (gate | up), held fused (they are the checkpoint keys) and their outputs split (Phi-3)."""
+
+    SEPARATE = "separate"
+    FUSED = "fused"
+
+
+class EmbedScale(str, Enum):
+    """NONE: the token embeddings as they are. SQRT_HIDDEN: times sqrt(hidden_size) in the weights' dtype (Gemma)."""
+
+    NONE = "none"
+    SQRT_HIDDEN = "sqrt_hidden"
 
 
 @dataclass(frozen=True)
@@ -34,6 +70,10 @@ class DecoderLayout:
     qkv_bias: bool | None = None  # Qwen2: True (o_proj without bias)
     o_bias: bool | None = None
     qk_norm: bool = False  # Qwen3: RMSNorm over each head's q and k (`self_attn.q_norm`, `self_attn.k_norm`)
+    norm: NormKind = NormKind.RMS
+    placement: NormPlacement = NormPlacement.PRE
+    projections: Projections = Projections.SEPARATE
+    embed_scale: EmbedScale = EmbedScale.NONE
 
 
 @dataclass(frozen=True)
@@ -121,6 +161,34 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(x.dtype)
 
 
+class OneplusRMSNorm(nn.Module):
+    """x / rms(x) · (1 + weight), in float32 and cast back at the end, as transformers' Gemma norms."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (h * (1.0 + self.weight.float())).to(x.dtype)
+
+
+NORMS: dict[NormKind, type[nn.Module]] = {NormKind.RMS: RMSNorm, NormKind.ONE_PLUS: OneplusRMSNorm}
+
+
+class ScaledEmbedding(nn.Embedding):
+    """Token embeddings times `scale`, the scale cast to the weights' dtype first (Gemma: sqrt(hidden) in bfloat16
+    is 55.5, not 55.4256, as transformers computes it)."""
+
+    def __init__(self, num: int, dim: int, padding_idx: int | None, scale: float):
+        super().__init__(num, dim, padding_idx)
+        self.scale = scale
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:  # (B, T) → (B, T, H)
+        return super().forward(input_ids) * torch.tensor(self.scale).to(self.weight.dtype)
+
 class Attention(nn.Module):
     def __init__(self, config, layout: DecoderLayout, sliding_window: int | None):
         super().__init__()
@@ -128,12 +196,20 @@ class Attention(nn.Module):
         self.num_heads, self.num_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, D
         self.sliding_window = sliding_window
         self.dropout = config.attention_dropout
+        # Gemma 2: scores scaled by query_pre_attn_scalar^-0.5 and soft-capped (None: neither)
+        self.scale = (getattr(config, "query_pre_attn_scalar", None) or D) ** -0.5
+        self.softcap = getattr(config, "attn_logit_softcapping", None)
         bias = getattr(config, "attention_bias", False)
         qkv_bias = bias if layout.qkv_bias is None else layout.qkv_bias
         o_bias = bias if layout.o_bias is None else layout.o_bias
-        self.q_proj = nn.Linear(hidden, self.num_heads * D, bias=qkv_bias)
-        self.k_proj = nn.Linear(hidden, self.num_kv * D, bias=qkv_bias)
-        self.v_proj = nn.Linear(hidden, self.num_kv * D, bias=qkv_bias)
+        self.sizes = [self.num_heads * D, self.num_kv * D, self.num_kv * D]  # q | k | v widths
+        if layout.projections is Projections.FUSED:
+            self.qkv_proj = nn.Linear(hidden, sum(self.sizes), bias=qkv_bias)
+        else:
+            self.qkv_proj = None
+            self.q_proj = nn.Linear(hidden, self.sizes[0], bias=qkv_bias)
+            self.k_proj = nn.Linear(hidden, self.sizes[1], bias=qkv_bias)
+            self.v_proj = nn.Linear(hidden, self.sizes[2], bias=qkv_bias)
         self.o_proj = nn.Linear(self.num_heads * D, hidden, bias=o_bias)
         if layout.qk_norm:
             self.q_norm = RMSNorm(D, config.rms_norm_eps)
@@ -144,40 +220,73 @@ class Attention(nn.Module):
     def forward(self, x, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor:  # (B, T, H)
         B, T, _ = x.shape
         heads = lambda t: t.view(B, T, -1, self.head_dim)  # (B, T, n, D)
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        if self.qkv_proj is not None:
+            q, k, v = map(heads, self.qkv_proj(x).split(self.sizes, dim=-1))
+        else:
+            q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n, T, D)
-        q, k = apply_rope(q, k, *rope, upcast=False)  # in the activations' dtype, as transformers
+        q, k = partial_rope(q, k, *rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nkv, S, D)
         p = self.dropout if self.training else 0.0
-        a = grouped_attention(q, k, v, mask, dropout_p=p, scale=self.head_dim ** -0.5)  # (B, nh, T, D)
+        if self.softcap is not None:
+            a = softcapped_attention(q, k, v, mask, self.softcap, self.scale, dropout_p=p)  # (B, nh, T, D)
+        else:
+            a = grouped_attention(q, k, v, mask, dropout_p=p, scale=self.scale)  # (B, nh, T, D)
         return self.o_proj(a.transpose(1, 2).reshape(B, T, -1))
 
 
+def partial_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """RoPE on the first cos.shape[-1] features of each head (all of them unless partial_rotary_factor < 1), the
+    rest passed through; in the activations' dtype, as transformers' decoders."""
+    d = cos.shape[-1]
+    if d == q.shape[-1]:
+        return apply_rope(q, k, cos, sin, upcast=False)
+    q_rot, k_rot = apply_rope(q[..., :d], k[..., :d], cos, sin, upcast=False)
+    return torch.cat((q_rot, q[..., d:]), dim=-1), torch.cat((k_rot, k[..., d:]), dim=-1)
+
+
 class MLP(nn.Module):
-    def __init__(self, config):
+    def __init__(self, config, layout: DecoderLayout):
         super().__init__()
         bias = getattr(config, "mlp_bias", False)
-        self.gate_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
-        self.up_proj = nn.Linear(config.hidden_size, config.intermediate_size, bias=bias)
-        self.down_proj = nn.Linear(config.intermediate_size, config.hidden_size, bias=bias)
+        hidden, inner = config.hidden_size, config.intermediate_size
+        if layout.projections is Projections.FUSED:
+            self.gate_up_proj = nn.Linear(hidden, 2 * inner, bias=bias)
+        else:
+            self.gate_up_proj = None
+            self.gate_proj = nn.Linear(hidden, inner, bias=bias)
+            self.up_proj = nn.Linear(hidden, inner, bias=bias)
+        self.down_proj = nn.Linear(inner, hidden, bias=bias)
         self.act = activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(self.act(self.gate_proj(x)) * self.up_proj(x))
+        if self.gate_up_proj is not None:
+            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, I) each
+        else:
+            gate, up = self.gate_proj(x), self.up_proj(x)
+        return self.down_proj(self.act(gate) * up)
 
 
 class DecoderLayer(nn.Module):
     def __init__(self, config, layout: DecoderLayout, sliding_window: int | None):
         super().__init__()
+        norm = lambda: NORMS[layout.norm](config.hidden_size, config.rms_norm_eps)
+        self.placement = layout.placement
         self.self_attn = Attention(config, layout, sliding_window)
-        self.mlp = MLP(config)
-        self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.mlp = MLP(config, layout)
+        self.input_layernorm = norm()
+        self.post_attention_layernorm = norm()
+        if self.placement is NormPlacement.SANDWICH:
+            self.pre_feedforward_layernorm = norm()
+            self.post_feedforward_layernorm = norm()
 
     def forward(self, x, rope, mask, cache, layer: int) -> torch.Tensor:
+        if self.placement is NormPlacement.SANDWICH:
+            x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), rope, mask, cache, layer))
+            return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
         x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, layer)
         return x + self.mlp(self.post_attention_layernorm(x))
 
@@ -204,10 +313,13 @@ class DecoderModel(PreTrainedModel):
         super().__init__(config)
         self.family = family or type(self).family
         layout = getattr(self.family, "decoder", DecoderLayout())
-        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+        if layout.embed_scale is EmbedScale.SQRT_HIDDEN:
+            self.embed_tokens = ScaledEmbedding(config.vocab_size, config.hidden_size, config.pad_token_id, config.hidden_size ** 0.5)
+        else:
+            self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
         self.windows = layer_windows(config)
         self.layers = nn.ModuleList(DecoderLayer(config, layout, w) for w in self.windows)
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
+        self.norm = NORMS[layout.norm](config.hidden_size, config.rms_norm_eps)
         self.rope_dim = rope_dim(config.rope_parameters, head_dim_of(config))
 
     def forward(
@@ -278,6 +390,9 @@ class DecoderForCausalLM(DecoderHeadModel):
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, use_cache, output_hidden_states, inputs_embeds)
         h = out.last_hidden_state[:, -logits_to_keep:] if logits_to_keep else out.last_hidden_state
         logits = self.lm_head(h)  # (B, T, V)
+        cap = getattr(self.config, "final_logit_softcapping", None)
+        if cap is not None:  # Gemma 2
+            logits = torch.tanh(logits / cap) * cap
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(logits, loss, out.past_key_values, out.hidden_states)
 

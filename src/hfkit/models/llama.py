@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 
 from ..config import ModelConfig, require_positive
 from ..errors import ConfigError
+from ..nn.rope_scaling import ROPE_TYPES
 from .decoder import DecoderFamily, DecoderLayout, DecoderModel, head_layouts
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
@@ -76,8 +77,19 @@ class DecoderConfig(ModelConfig):
             self.set("head_dim", self.hidden_size // self.num_attention_heads)
         if self.rope_parameters is None:
             self.set("rope_parameters", {"rope_type": "default", "rope_theta": self.default_theta})
-        if self.rope_parameters.get("partial_rotary_factor", 1.0) != 1.0:
-            raise ConfigError("partial_rotary_factor < 1 (RoPE on part of each head) is not supported yet.")
+        rope_type = self.rope_parameters.get("rope_type", "default")
+        if rope_type not in ROPE_TYPES:
+            raise ConfigError(f"rope_type {rope_type!r} is not supported yet; hfkit supports: {', '.join(ROPE_TYPES)}.")
+        if not 0.0 < self.rope_parameters.get("partial_rotary_factor", 1.0) <= 1.0:
+            raise ConfigError(f"partial_rotary_factor must be in (0, 1], got {self.rope_parameters['partial_rotary_factor']}.")
+
+
+def check_layer_types(config) -> None:
+    """`layer_types` lists one of LAYER_TYPES per layer, and sliding layers have a window."""
+    if len(config.layer_types) != config.num_hidden_layers or not set(config.layer_types) <= set(LAYER_TYPES):
+        raise ConfigError(f"layer_types must list {config.num_hidden_layers} of {LAYER_TYPES}, got {config.layer_types}.")
+    if "sliding_attention" in config.layer_types and not config.sliding_window:
+        raise ConfigError("layer_types has sliding_attention layers but sliding_window is not set.")
 
 
 @dataclass(frozen=True)
@@ -127,10 +139,7 @@ class Qwen2Config(DecoderConfig):
         if self.layer_types is None:
             slides = lambda i: self.sliding_window is not None and i >= self.max_window_layers
             self.set("layer_types", [LAYER_TYPES[slides(i)] for i in range(self.num_hidden_layers)])
-        if len(self.layer_types) != self.num_hidden_layers or not set(self.layer_types) <= set(LAYER_TYPES):
-            raise ConfigError(f"layer_types must list {self.num_hidden_layers} of {LAYER_TYPES}, got {self.layer_types}.")
-        if "sliding_attention" in self.layer_types and not self.sliding_window:
-            raise ConfigError("layer_types has sliding_attention layers but sliding_window is not set.")
+        check_layer_types(self)
 
 
 @dataclass(frozen=True)

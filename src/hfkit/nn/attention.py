@@ -201,3 +201,31 @@ def packed_attention(
         mask = window_mask(packed.keep, T, window, q.device)
     out = attention(heads_first(q), heads_first(k), heads_first(v), mask, dropout_p=dropout_p, scale=scale)
     return packed.unpad(out.transpose(1, 2))
+
+
+def softcapped_attention(
+    q: torch.Tensor,  # (B, nh, T, D)
+    k: torch.Tensor,  # (B, nkv, S, D)
+    v: torch.Tensor,  # (B, nkv, S, D)
+    mask: torch.Tensor | None,  # bool (True = attend) or additive, broadcastable to (B, nh, T, S)
+    softcap: float | None,
+    scale: float,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:  # (B, nh, T, D)
+    """Unfused grouped attention with tanh soft-capping of the scores (Gemma 2; SDPA has no soft-cap), op for op as
+    transformers' eager path: q·kᵀ · scale → softcap · tanh(· / softcap) → + additive mask (finfo.min) → float32
+    softmax → · v. A fully masked query row (left padding) attends uniformly, as there."""
+    groups = q.shape[1] // k.shape[1]
+    if groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, D)
+    scores = torch.matmul(q, k.transpose(2, 3)) * scale  # (B, nh, T, S)
+    if softcap is not None:
+        scores = torch.tanh(scores / softcap) * softcap
+    if mask is not None:
+        if mask.dtype == torch.bool:
+            mask = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device).masked_fill(~mask, torch.finfo(scores.dtype).min)
+        scores = scores + mask
+    probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+    if dropout_p > 0:
+        probs = F.dropout(probs, dropout_p)
+    return torch.matmul(probs, v)
