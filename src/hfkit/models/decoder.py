@@ -402,6 +402,12 @@ class DecoderForCausalLM(DecoderHeadModel):
 
         return generate_text(self, self.tokenizer, prompts, max_new_tokens=max_new_tokens, **sampling)
 
+    def chat(self, messages, max_new_tokens: int | None = None, stream: bool = False, **kwargs):
+        """Reply to a conversation with the tokenizer's chat template: a str, or with stream=True text pieces."""
+        from ..tasks.chat import chat
+
+        return chat(self, self.tokenizer, messages, max_new_tokens=max_new_tokens, stream=stream, **kwargs)
+
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
     """Cross-entropy of token t's logits against label t+1 (labels are the inputs, unshifted)."""

@@ -25,8 +25,9 @@ def left_padded(ids: list[list[int]], pad_id: int, device: torch.device) -> tupl
 
 def generate_text(model: Any, tokenizer: Any, prompts: str | Sequence[str], max_new_tokens: int | None = None,
                   skip_special_tokens: bool = True, **sampling: Any) -> str | list[str]:
-    """Continue each prompt; `sampling` takes generate_tokens' options (do_sample, temperature, top_k, top_p,
-    eos_token_id, generator). A single prompt gives a str, a list gives a list."""
+    """Continue each prompt; `sampling` takes generate_tokens' options (generation_config.json field names:
+    do_sample, temperature, top_k, top_p, min_p, repetition_penalty, num_beams, stop_strings, …, and generator).
+    A single prompt gives a str, a list gives a list (num_return_sequences > 1: each prompt's texts in turn)."""
     prompts, single = as_list(prompts, "prompts")
     ids = tokenizer(prompts, padding=False, return_tensors=None)["input_ids"]
     if any(not row for row in ids):
@@ -37,7 +38,9 @@ def generate_text(model: Any, tokenizer: Any, prompts: str | Sequence[str], max_
     model.eval()
     try:
         with torch.inference_mode():
-            out = generate_tokens(model, input_ids, mask, max_new_tokens=max_new_tokens, pad_token_id=pad_id, **sampling)
+            if max_new_tokens is not None:
+                sampling["max_new_tokens"] = max_new_tokens
+            out = generate_tokens(model, input_ids, mask, pad_token_id=pad_id, tokenizer=tokenizer, **sampling)
     finally:
         model.train(was_training)
     texts = tokenizer.batch_decode(out[:, input_ids.shape[1]:].tolist(), skip_special_tokens=skip_special_tokens)
