@@ -10,6 +10,8 @@ from tokenizers import decoders, models, pre_tokenizers, trainers
 
 import hfkit
 
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+                 "{% if add_generation_prompt %}<s>assistant:{% endif %}")
 PROMPTS = ["The capital of France is", "Once upon a time, in a land far away, there lived", "Hello"]
 
 
@@ -23,6 +25,7 @@ def tiny_llama_dir(tmp_path_factory):
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     raw.train_from_iterator([p * 3 for p in PROMPTS] + ["the quick brown fox jumps over the lazy dog"] * 5, trainer)
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    tokenizer.chat_template = CHAT_TEMPLATE
     tokenizer.save_pretrained(path)
     config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                       num_attention_heads=4, num_key_value_heads=2, bos_token_id=0, eos_token_id=1, pad_token_id=2)
@@ -73,3 +76,16 @@ def test_cli_generate(tiny_llama_dir):
     sampled = CliRunner().invoke(app, ["generate", str(tiny_llama_dir), "Hello", "--temperature", "0.8", "--seed", "1"])
     again = CliRunner().invoke(app, ["generate", str(tiny_llama_dir), "Hello", "--temperature", "0.8", "--seed", "1"])
     assert sampled.exit_code == 0 and sampled.stdout == again.stdout and sampled.stdout.startswith("Hello")
+
+
+def test_cli_chat_streams_resets_and_quits(tiny_llama_dir):
+    from typer.testing import CliRunner
+
+    from hfkit.cli.app import app
+
+    model = hfkit.AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    first = model.chat([{"role": "user", "content": "Hello"}], max_new_tokens=5)
+    result = CliRunner().invoke(app, ["chat", str(tiny_llama_dir), "--max-new-tokens", "5"], input="Hello\n/reset\nHello\n/quit\n")
+    assert result.exit_code == 0, result.output
+    replies = [line.split("model> ", 1)[1] for line in result.stdout.splitlines() if "model> " in line]
+    assert replies == [first, first]  # greedy, and /reset forgot the first turn

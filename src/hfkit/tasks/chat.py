@@ -6,7 +6,6 @@ token reaches the stream as the loop feeds it back to the model; the pieces join
 
 from __future__ import annotations
 
-import inspect
 import queue
 import threading
 from collections.abc import Iterator
@@ -30,9 +29,9 @@ def chat(model: Any, tokenizer: Any, messages: list[dict], max_new_tokens: int |
     if not ids:
         raise TaskInputError("The chat template rendered an empty prompt: there is nothing to reply to.")
     input_ids = torch.tensor([ids], dtype=torch.long, device=model_device(model))
-    options = dict(sampling, max_new_tokens=max_new_tokens)
-    if "tokenizer" in inspect.signature(generate_tokens).parameters:  # for stop_strings
-        options["tokenizer"] = tokenizer
+    options = dict(sampling, tokenizer=tokenizer)  # the tokenizer serves stop_strings
+    if max_new_tokens is not None:
+        options["max_new_tokens"] = max_new_tokens
     if stream:
         return _text_pieces(tokenizer, _token_stream(model, input_ids, options), skip_special_tokens)
     out = _generate(model, input_ids, options)
