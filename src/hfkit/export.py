@@ -215,6 +215,8 @@ def model_card(model, title: str, config: dict, copied: list[str], base_model: s
     """README.md with the YAML front matter the Hub reads: library_name, pipeline_tag, base_model, license."""
     import yaml
 
+    from .models.auto import CLASS_SUFFIX
+
     sentence = "modules.json" in copied
     task = getattr(model, "task", "base")
     previous = _source_card_metadata(source)
@@ -228,7 +230,7 @@ def model_card(model, title: str, config: dict, copied: list[str], base_model: s
     meta["tags"] = ["hfkit", *(["sentence-transformers"] if sentence else [])]
     meta = {k: v for k, v in meta.items() if v is not None}
     architecture = config["architectures"][0]
-    loader = "AutoModel" if task == "base" else f"AutoModelFor{architecture.split('For', 1)[1]}"
+    loader = "AutoModel" if task == "base" else f"AutoModel{CLASS_SUFFIX[task]}"  # GPT2LMHeadModel: AutoModelForCausalLM
     labels = config.get("id2label")
     lines = [
         "---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).strip(), "---", "", f"# {title}", "",

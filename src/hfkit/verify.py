@@ -82,13 +82,13 @@ def family_tasks(family) -> list[str]:
 
 def task_of(architecture: str, family) -> str:
     """The hfkit task of a transformers class name (`BertForMaskedLM` → `masked-lm`) in this family."""
-    from .models.auto import CLASS_SUFFIX
+    from .models.auto import class_name
 
-    for task, suffix in CLASS_SUFFIX.items():
-        if architecture == family.class_prefix + suffix and task in family_tasks(family):
+    for task in family_tasks(family):
+        if architecture == class_name(family, task):
             return task
     raise HfkitError(f"architectures names {architecture!r}, which is no {family.model_type} class hfkit has "
-                     f"({', '.join(family.class_prefix + CLASS_SUFFIX[t] for t in family_tasks(family))}).")
+                     f"({', '.join(class_name(family, t) for t in family_tasks(family))}).")
 
 
 def random_batch(config, seed: int = 0) -> dict[str, torch.Tensor]:

@@ -51,7 +51,7 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def test_decoder_families_are_registered():
-    assert {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3"} <= set(DECODERS)
+    assert {"llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "phi3", "gpt2"} <= set(DECODERS)
     assert all(tasks_of(FAMILIES[f]) == ["base", "sequence-classification", "causal-lm"] for f in DECODERS)
 
 
@@ -201,7 +201,7 @@ def test_base_checkpoint_loads_into_causal_lm_with_a_fresh_head(tmp_path):
     assert not model.lm_head.weight.is_meta
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma", "gemma2", "phi3"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma", "gemma2", "phi3", "gpt2"])
 def test_bfloat16_loads_and_generates_bit_identically(family, tmp_path):
     """Loaded in bfloat16 on both sides: RoPE runs in the activations' dtype, as transformers' decoders."""
     build(tmp_path, family)
@@ -283,3 +283,59 @@ def test_longrope_config_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match="longrope"):
         HFKIT_AUTO["causal-lm"].from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("config_kw", [{"scale_attn_weights": False}, {"scale_attn_by_inverse_layer_idx": True}],
+                         ids=["unscaled", "inverse-layer-idx"])
+def test_gpt2_attention_scaling(config_kw, tmp_path):
+    reference, ours = build(tmp_path, "gpt2", initializer_range=0.2, **config_kw)
+    ids, mask = left_padded()
+    with torch.no_grad():
+        assert max_diff(ours(ids, mask).logits, reference(ids, attention_mask=mask).logits) <= TOL
+        expected = reference.generate(ids, attention_mask=mask, max_new_tokens=32, do_sample=False)
+    assert torch.equal(generate_tokens(ours, ids, mask, max_new_tokens=32), expected)
+
+
+def test_gpt2_conv1d_layout_and_legacy_mask_buffers(tmp_path):
+    """Conv1D weights stay (in, out) as stored; old checkpoints' `attn.bias` / `attn.masked_bias` buffers are ignored."""
+    from safetensors.torch import load_file, save_file
+
+    reference, ours = build(tmp_path, "gpt2")
+    c_attn = ours.transformer.h[0].attn.c_attn
+    assert ours.lm_head.weight is ours.transformer.wte.weight and ours.model is ours.transformer
+    assert c_attn.weight.shape == (64, 3 * 64) and torch.equal(c_attn.weight, reference.transformer.h[0].attn.c_attn.weight)
+    state = load_file(tmp_path / "model.safetensors")
+    for i in range(2):  # what GPT-2 checkpoints saved before transformers 4.x dropped the buffers
+        state[f"transformer.h.{i}.attn.bias"] = torch.tril(torch.ones(64, 64, dtype=torch.bool))[None, None]
+        state[f"transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    legacy = HFKIT_AUTO["causal-lm"].from_pretrained(tmp_path)
+    ids, mask = left_padded()
+    with torch.no_grad():
+        assert torch.equal(legacy(ids, mask).logits, ours(ids, mask).logits)
+
+
+def test_gpt2_unsupported_options_are_clear_errors(tmp_path):
+    from hfkit.errors import ConfigError
+
+    build(tmp_path, "gpt2", task="base")
+    raw = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**raw, "reorder_and_upcast_attn": True}))
+    with pytest.raises(ConfigError, match="reorder_and_upcast_attn"):
+        HFKIT_AUTO["causal-lm"].from_pretrained(tmp_path)
+
+
+def test_gpt2_hub_layout_loads_as_causal_lm(tmp_path):
+    """openai-community/gpt2's layout: GPT2Model keys (no `transformer.` prefix, no lm_head) with `attn.bias` buffers,
+    `architectures: GPT2LMHeadModel`: the LM loads with lm_head tied to wte, logits as transformers'."""
+    from safetensors.torch import load_file, save_file
+
+    reference, _ = build(tmp_path, "gpt2")
+    state = {k.removeprefix("transformer."): v for k, v in load_file(tmp_path / "model.safetensors").items()}
+    state.update({f"h.{i}.attn.bias": torch.tril(torch.ones(64, 64))[None, None] for i in range(2)})
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    ours = HFKIT_AUTO["causal-lm"].from_pretrained(tmp_path)
+    assert ours.lm_head.weight is ours.transformer.wte.weight
+    ids, mask = left_padded()
+    with torch.no_grad():
+        assert torch.equal(ours(ids, mask).logits, reference(ids, attention_mask=mask).logits)

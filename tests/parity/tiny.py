@@ -46,6 +46,10 @@ TINY_CONFIGS = {
                                                   "attn_logit_softcapping": 2.0, "final_logit_softcapping": 3.0}),
            "phi3": (transformers.Phi3Config, {"sliding_window": 5}),
        }.items()},
+    # GPT-2 under its own field names (MHA, learned positions; n_inner not 4 · n_embd), pad 0 / eos 1 as the others
+    "gpt2": lambda **kw: transformers.GPT2Config(**{
+        "vocab_size": VOCAB, "n_embd": 64, "n_layer": 2, "n_head": 4, "n_inner": 37, "n_positions": 64,
+        **{k: DECODER_SHAPES[k] for k in ("pad_token_id", "eos_token_id", "bos_token_id")}, **kw}),
 }
 
 TRANSFORMERS_AUTO = {

@@ -15,6 +15,7 @@ from .distilbert import DISTILBERT
 from .electra import ELECTRA
 from .family import Family
 from .gemma import GEMMA, GEMMA2
+from .gpt2 import GPT2
 from .heads import HEADS
 from .llama import LLAMA, MISTRAL, QWEN2, QWEN3
 from .modernbert import MODERNBERT
@@ -22,7 +23,7 @@ from .phi3 import PHI3
 from .roberta import ROBERTA, XLM_ROBERTA
 
 FAMILIES: dict[str, Family] = {f.model_type: f for f in (BERT, ROBERTA, XLM_ROBERTA, DISTILBERT, ALBERT, ELECTRA, DEBERTA_V2, MODERNBERT,
-                                                          LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA, GEMMA2, PHI3)}
+                                                          LLAMA, MISTRAL, QWEN2, QWEN3, GEMMA, GEMMA2, PHI3, GPT2)}
 
 # task → the suffix of the transformers class name for that head ("" = the base model)
 CLASS_SUFFIX = {
@@ -50,12 +51,17 @@ def heads_of(family: Family) -> dict[str, type[PreTrainedModel]]:
     return DECODER_HEADS if is_decoder(family) else HEADS
 
 
+def class_name(family: Family, task: str) -> str:
+    """The transformers class name of `task` on `family` (`BertForTokenClassification`, `GPT2LMHeadModel`)."""
+    return family.class_names.get(task) or family.class_prefix + CLASS_SUFFIX[task]
+
+
 def model_class(family: Family, task: str) -> type[PreTrainedModel]:
     """The class of `task` on `family`: the shared base or head, bound to the family's data."""
     if task not in tasks_of(family):
         raise ConfigError(f"{family.model_type} has no {task!r} model; it supports: {', '.join(tasks_of(family))}.")
     generic = family.base_class if task == "base" else heads_of(family)[task]
-    name = family.class_prefix + CLASS_SUFFIX[task]
+    name = class_name(family, task)
     return CLASSES.setdefault(name, type(name, (generic,), {"family": family, "__module__": __name__}))
 
 

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ..nn.conv1d import Conv1D
+
 if TYPE_CHECKING:
     from ..tokenizer import Tokenizer
     from .family import Family
@@ -55,7 +57,7 @@ def empty_init():
 def init_weights(module: nn.Module, std: float) -> None:
     """transformers' `_init_weights` for the layers we use: N(0, std) matrices, zero biases, unit norms."""
     for sub in module.modules():
-        if isinstance(sub, (nn.Linear, nn.Conv1d)):  # Conv1d: DeBERTa's encoder.conv
+        if isinstance(sub, (nn.Linear, nn.Conv1d, Conv1D)):  # Conv1d: DeBERTa's encoder.conv; Conv1D: GPT-2's
             nn.init.normal_(sub.weight, std=std)
             if sub.bias is not None:
                 nn.init.zeros_(sub.bias)

@@ -3,9 +3,10 @@
     layers.N:  x + self_attn.o_proj(attend(rope(q_proj(n)), rope(k_proj(n)), v_proj(n)))   n = input_layernorm(x)
                x + mlp.down_proj(act(mlp.gate_proj(n)) · mlp.up_proj(n))                  n = post_attention_layernorm(x)
 
-Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2 and Phi-3 all run this code; what differs is data: the family's
+Llama, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Phi-3 and GPT-2 all run this code; what differs is data: the family's
 DecoderLayout (projection biases, per-head q/k norms, the norm kind and placement, fused projections, embedding
-scale) and the config (head_dim, sliding window per `layer_types`, rope type, partial rotary, soft-capping,
+scale, the MLP kind, the projection class, learned absolute positions instead of RoPE, the parts' checkpoint names)
+and the config (head_dim, sliding window per `layer_types`, rope type, partial rotary, soft-capping,
 `query_pre_attn_scalar`). The model is pure: a KV cache comes in, is updated, and goes out as
 `past_key_values`; decode loops live in `hfkit.generation`.
 
@@ -28,17 +29,19 @@ from ..nn.activations import activation
 from ..nn.attention import causal_mask, grouped_attention, softcapped_attention
 from ..nn.rope import apply_rope
 from ..nn.rope_scaling import rope_cos_sin, rope_dim
-from .base import PreTrainedModel
+from ..nn.mlp import MLPKind
+from .base import PreTrainedModel, place
 from .family import Family
 from .heads import sequence_classification_loss
 
 
 class NormKind(str, Enum):
     """RMS: weight · (x / rms(x)), cast back before the weight (Llama). ONE_PLUS: (x / rms(x)) · (1 + weight), all in
-    float32, then cast (Gemma; the weight is stored as an offset from 1)."""
+    float32, then cast (Gemma; the weight is stored as an offset from 1). LAYER: LayerNorm with bias (GPT-2)."""
 
     RMS = "rms"
     ONE_PLUS = "one_plus"
+    LAYER = "layer"
 
 
 class NormPlacement(str, Enum):
@@ -64,16 +67,41 @@ class EmbedScale(str, Enum):
 
 
 @dataclass(frozen=True)
+class DecoderNames:
+    """Checkpoint names of the decoder's parts, relative to their owner (Llama's by default; GPT-2 names them all
+    otherwise). The code keeps its own references; these are only where the weights sit."""
+
+    embed: str = "embed_tokens"  # in the backbone
+    positions: str | None = None  # learned absolute position embeddings (GPT-2's `wpe`); None: RoPE on q and k
+    layers: str = "layers"
+    norm: str = "norm"  # the final norm
+    attn: str = "self_attn"  # in a layer
+    mlp: str = "mlp"
+    attn_norm: str = "input_layernorm"
+    mlp_norm: str = "post_attention_layernorm"
+    qkv: str = "qkv_proj"  # in the attention, when its projections are FUSED (separate ones: q_proj, k_proj, v_proj)
+    out: str = "o_proj"
+    mlp_in: str = "gate_up_proj"  # in the MLP: the fused gate | up (GLU), or the PLAIN MLP's input projection
+    mlp_out: str = "down_proj"
+
+
+@dataclass(frozen=True)
 class DecoderLayout:
-    """What a decoder family's layer has beyond Llama's. `None` biases follow `config.attention_bias`."""
+    """What a decoder family's layer has beyond Llama's. `None` biases follow `config.attention_bias` / `mlp_bias`."""
 
     qkv_bias: bool | None = None  # Qwen2: True (o_proj without bias)
     o_bias: bool | None = None
+    mlp_bias: bool | None = None
     qk_norm: bool = False  # Qwen3: RMSNorm over each head's q and k (`self_attn.q_norm`, `self_attn.k_norm`)
     norm: NormKind = NormKind.RMS
+    norm_eps: str = "rms_norm_eps"  # the config field holding the norms' epsilon
     placement: NormPlacement = NormPlacement.PRE
     projections: Projections = Projections.SEPARATE
+    mlp: MLPKind = MLPKind.GLU  # GLU: down(act(gate) · up) (Llama); PLAIN: out(act(in(x))) (GPT-2)
+    linear: type[nn.Module] = nn.Linear  # the projections' class (GPT-2: Conv1D, its weights stored (in, out))
     embed_scale: EmbedScale = EmbedScale.NONE
+    embed_padding_idx: bool = True  # the token embedding has padding_idx = pad_token_id (GPT-2's has none)
+    names: DecoderNames = DecoderNames()
 
 
 @dataclass(frozen=True)
@@ -175,7 +203,11 @@ class OneplusRMSNorm(nn.Module):
         return (h * (1.0 + self.weight.float())).to(x.dtype)
 
 
-NORMS: dict[NormKind, type[nn.Module]] = {NormKind.RMS: RMSNorm, NormKind.ONE_PLUS: OneplusRMSNorm}
+NORMS: dict[NormKind, type[nn.Module]] = {NormKind.RMS: RMSNorm, NormKind.ONE_PLUS: OneplusRMSNorm, NormKind.LAYER: nn.LayerNorm}
+
+
+def make_norm(config, layout: DecoderLayout) -> nn.Module:
+    return NORMS[layout.norm](config.hidden_size, getattr(config, layout.norm_eps))
 
 
 class ScaledEmbedding(nn.Embedding):
@@ -190,7 +222,7 @@ class ScaledEmbedding(nn.Embedding):
         return super().forward(input_ids) * torch.tensor(self.scale).to(self.weight.dtype)
 
 class Attention(nn.Module):
-    def __init__(self, config, layout: DecoderLayout, sliding_window: int | None):
+    def __init__(self, config, layout: DecoderLayout, sliding_window: int | None, layer: int = 0):
         super().__init__()
         hidden, D = config.hidden_size, head_dim_of(config)
         self.num_heads, self.num_kv, self.head_dim = config.num_attention_heads, config.num_key_value_heads, D
@@ -198,22 +230,27 @@ class Attention(nn.Module):
         self.dropout = config.attention_dropout
         # Gemma 2: scores scaled by query_pre_attn_scalar^-0.5 and soft-capped (None: neither)
         self.scale = (getattr(config, "query_pre_attn_scalar", None) or D) ** -0.5
+        if not getattr(config, "scale_attn_weights", True):  # GPT-2's switch: unscaled q·kᵀ
+            self.scale = 1.0
+        if getattr(config, "scale_attn_by_inverse_layer_idx", False):  # GPT-2: also / (layer index + 1)
+            self.scale /= float(layer + 1)
         self.softcap = getattr(config, "attn_logit_softcapping", None)
         bias = getattr(config, "attention_bias", False)
         qkv_bias = bias if layout.qkv_bias is None else layout.qkv_bias
         o_bias = bias if layout.o_bias is None else layout.o_bias
         self.sizes = [self.num_heads * D, self.num_kv * D, self.num_kv * D]  # q | k | v widths
+        names, linear = layout.names, layout.linear
         if layout.projections is Projections.FUSED:
-            self.qkv_proj = nn.Linear(hidden, sum(self.sizes), bias=qkv_bias)
+            self.__dict__["qkv_proj"] = place(self, names.qkv, linear(hidden, sum(self.sizes), bias=qkv_bias))
         else:
             self.qkv_proj = None
-            self.q_proj = nn.Linear(hidden, self.sizes[0], bias=qkv_bias)
-            self.k_proj = nn.Linear(hidden, self.sizes[1], bias=qkv_bias)
-            self.v_proj = nn.Linear(hidden, self.sizes[2], bias=qkv_bias)
-        self.o_proj = nn.Linear(self.num_heads * D, hidden, bias=o_bias)
+            self.q_proj = linear(hidden, self.sizes[0], bias=qkv_bias)
+            self.k_proj = linear(hidden, self.sizes[1], bias=qkv_bias)
+            self.v_proj = linear(hidden, self.sizes[2], bias=qkv_bias)
+        self.__dict__["o_proj"] = place(self, names.out, linear(self.num_heads * D, hidden, bias=o_bias))
         if layout.qk_norm:
-            self.q_norm = RMSNorm(D, config.rms_norm_eps)
-            self.k_norm = RMSNorm(D, config.rms_norm_eps)
+            self.q_norm = RMSNorm(D, getattr(config, layout.norm_eps))
+            self.k_norm = RMSNorm(D, getattr(config, layout.norm_eps))
         else:
             self.q_norm = self.k_norm = None
 
@@ -227,7 +264,8 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n, T, D)
-        q, k = partial_rope(q, k, *rope)
+        if rope is not None:  # None: learned absolute positions, added to the embeddings (GPT-2)
+            q, k = partial_rope(q, k, *rope)
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, nkv, S, D)
         p = self.dropout if self.training else 0.0
@@ -249,36 +287,41 @@ def partial_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
 
 
 class MLP(nn.Module):
+    """GLU: down_proj(act(gate) · up), gate | up fused or separate (Llama). PLAIN: mlp_out(act(mlp_in(x))) (GPT-2)."""
+
     def __init__(self, config, layout: DecoderLayout):
         super().__init__()
-        bias = getattr(config, "mlp_bias", False)
+        bias = getattr(config, "mlp_bias", False) if layout.mlp_bias is None else layout.mlp_bias
         hidden, inner = config.hidden_size, config.intermediate_size
-        if layout.projections is Projections.FUSED:
-            self.gate_up_proj = nn.Linear(hidden, 2 * inner, bias=bias)
+        names, linear = layout.names, layout.linear
+        self.kind = layout.mlp
+        if layout.mlp is MLPKind.PLAIN or layout.projections is Projections.FUSED:
+            self.__dict__["proj_in"] = place(self, names.mlp_in, linear(hidden, layout.mlp.in_multiple * inner, bias=bias))
         else:
-            self.gate_up_proj = None
-            self.gate_proj = nn.Linear(hidden, inner, bias=bias)
-            self.up_proj = nn.Linear(hidden, inner, bias=bias)
-        self.down_proj = nn.Linear(inner, hidden, bias=bias)
+            self.proj_in = None
+            self.gate_proj = linear(hidden, inner, bias=bias)
+            self.up_proj = linear(hidden, inner, bias=bias)
+        self.__dict__["proj_out"] = place(self, names.mlp_out, linear(inner, hidden, bias=bias))
         self.act = activation(config.hidden_act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.gate_up_proj is not None:
-            gate, up = self.gate_up_proj(x).chunk(2, dim=-1)  # (B, T, I) each
+        if self.proj_in is not None:
+            h = self.kind.inner(self.proj_in(x), self.act)  # (B, T, I); GLU: act(gate) · up of the fused halves
         else:
-            gate, up = self.gate_proj(x), self.up_proj(x)
-        return self.down_proj(self.act(gate) * up)
+            h = self.act(self.gate_proj(x)) * self.up_proj(x)  # (B, T, I)
+        return self.proj_out(h)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config, layout: DecoderLayout, sliding_window: int | None):
+    def __init__(self, config, layout: DecoderLayout, sliding_window: int | None, layer: int = 0):
         super().__init__()
-        norm = lambda: NORMS[layout.norm](config.hidden_size, config.rms_norm_eps)
+        norm = lambda: make_norm(config, layout)
+        names = layout.names
         self.placement = layout.placement
-        self.self_attn = Attention(config, layout, sliding_window)
-        self.mlp = MLP(config, layout)
-        self.input_layernorm = norm()
-        self.post_attention_layernorm = norm()
+        self.__dict__["self_attn"] = place(self, names.attn, Attention(config, layout, sliding_window, layer))
+        self.__dict__["mlp"] = place(self, names.mlp, MLP(config, layout))
+        self.__dict__["input_layernorm"] = place(self, names.attn_norm, norm())
+        self.__dict__["post_attention_layernorm"] = place(self, names.mlp_norm, norm())
         if self.placement is NormPlacement.SANDWICH:
             self.pre_feedforward_layernorm = norm()
             self.post_feedforward_layernorm = norm()
@@ -307,20 +350,28 @@ def layer_windows(config) -> list[int | None]:
 
 
 class DecoderModel(PreTrainedModel):
-    """The backbone (`LlamaModel`, `Qwen2Model`, …); keys `embed_tokens`, `layers.N.*`, `norm`."""
+    """The backbone (`LlamaModel`, `Qwen2Model`, `GPT2Model`, …); keys `embed_tokens`, `layers.N.*`, `norm` (or the
+    family's names: GPT-2's `wte`, `wpe`, `h.N.*`, `ln_f`)."""
 
     def __init__(self, config, add_pooler: bool | None = None, family: Family | None = None):
         super().__init__(config)
         self.family = family or type(self).family
         layout = getattr(self.family, "decoder", DecoderLayout())
+        names = layout.names
+        pad = config.pad_token_id if layout.embed_padding_idx else None
         if layout.embed_scale is EmbedScale.SQRT_HIDDEN:
-            self.embed_tokens = ScaledEmbedding(config.vocab_size, config.hidden_size, config.pad_token_id, config.hidden_size ** 0.5)
+            embed = ScaledEmbedding(config.vocab_size, config.hidden_size, pad, config.hidden_size ** 0.5)
         else:
-            self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden_size, config.pad_token_id)
+            embed = nn.Embedding(config.vocab_size, config.hidden_size, pad)
+        self.__dict__["embed_tokens"] = place(self, names.embed, embed)
+        self.__dict__["positions"] = None
+        if names.positions is not None:  # GPT-2's `wpe`: one vector per absolute position, added to the tokens'
+            self.__dict__["positions"] = place(self, names.positions, nn.Embedding(config.max_position_embeddings, config.hidden_size))
         self.windows = layer_windows(config)
-        self.layers = nn.ModuleList(DecoderLayer(config, layout, w) for w in self.windows)
-        self.norm = NORMS[layout.norm](config.hidden_size, config.rms_norm_eps)
-        self.rope_dim = rope_dim(config.rope_parameters, head_dim_of(config))
+        layers = nn.ModuleList(DecoderLayer(config, layout, w, i) for i, w in enumerate(self.windows))
+        self.__dict__["layers"] = place(self, names.layers, layers)
+        self.__dict__["norm"] = place(self, names.norm, make_norm(config, layout))
+        self.rope_dim = None if self.positions is not None else rope_dim(config.rope_parameters, head_dim_of(config))
 
     def forward(
         self,
@@ -340,7 +391,11 @@ class DecoderModel(PreTrainedModel):
         if position_ids is None:
             position_ids = torch.arange(past, past + T, device=x.device)[None]  # (1, T)
         config = self.config
-        rope = rope_cos_sin(config.rope_parameters, self.rope_dim, config.max_position_embeddings, position_ids, x.dtype)
+        if self.positions is not None:
+            x = x + self.positions(position_ids)  # (B, T, H)
+            rope = None
+        else:
+            rope = rope_cos_sin(config.rope_parameters, self.rope_dim, config.max_position_embeddings, position_ids, x.dtype)
         masks = {w: causal_mask(attention_mask, T, past, w, x.device) for w in set(self.windows)}
         states = [x]
         for i, layer in enumerate(self.layers):
@@ -353,15 +408,15 @@ class DecoderModel(PreTrainedModel):
 
 
 class DecoderHeadModel(PreTrainedModel):
-    """A decoder backbone under `model` plus one head's parts."""
+    """A decoder backbone under the family's prefix (`model`, GPT-2's `transformer`) plus one head's parts."""
 
     task: str
 
     def __init__(self, config):
         super().__init__(config)
         self.layout = self.family.heads[self.task]
-        self.model = self.family.base_class(config, family=self.family)
-        self.__dict__["backbone"] = self.model
+        backbone = place(self, self.family.base_prefix, self.family.base_class(config, family=self.family))
+        self.__dict__["model"] = self.__dict__["backbone"] = backbone
 
     def place_head(self, name: str, module: nn.Module) -> nn.Module:
         self.new_on_base = (*self.new_on_base, name)
@@ -378,7 +433,8 @@ class DecoderForCausalLM(DecoderHeadModel):
         self.tie_weights()
 
     def tied_weights(self) -> dict[str, str]:
-        return {f"{self.layout.out}.weight": "model.embed_tokens.weight"} if self.config.tie_word_embeddings else {}
+        source = f"{self.family.base_prefix}.{self.family.input_embeddings}.weight"
+        return {f"{self.layout.out}.weight": source} if self.config.tie_word_embeddings else {}
 
     def tie_weights(self) -> None:
         if self.config.tie_word_embeddings:

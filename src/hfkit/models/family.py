@@ -160,6 +160,8 @@ class Family:
     ignored_checkpoint_keys: tuple[str, ...] = ()
     # config.json fields of a tiny random model of this family (verify-matrix, smoke tests)
     tiny_config: dict[str, Any] = field(default_factory=dict)
+    # task → a transformers class name that is not class_prefix + the task's suffix (GPT-2: `GPT2LMHeadModel`)
+    class_names: dict[str, str] = field(default_factory=dict)
 
     def read_config(self, raw: dict[str, Any], **overrides: Any) -> ModelConfig:
         found = raw.get("model_type")
