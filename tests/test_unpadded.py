@@ -9,7 +9,6 @@ Pad positions of the re-padded outputs are zeros."""
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch

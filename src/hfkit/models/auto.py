@@ -10,7 +10,8 @@ from .base import PreTrainedModel
 from .albert import ALBERT
 from .bert import BERT
 from .deberta_v2 import DEBERTA_V2
-from .decoder import DECODER_HEADS, DecoderModel
+from .decoder import DecoderModel
+from .decoder_heads import DECODER_HEADS
 from .distilbert import DISTILBERT
 from .electra import ELECTRA
 from .family import Family

@@ -23,7 +23,8 @@ from ..config import ModelConfig, require_positive
 from ..errors import ConfigError
 from ..nn.conv1d import Conv1D
 from ..nn.mlp import MLPKind
-from .decoder import DecoderFamily, DecoderLayout, DecoderModel, DecoderNames, NormKind, Projections, head_layouts
+from .decoder import DecoderFamily, DecoderLayout, DecoderModel, DecoderNames, NormKind, Projections
+from .decoder_heads import head_layouts
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from typing import Any, ClassVar
 from ..config import ModelConfig, require_positive
 from ..errors import ConfigError
 from ..nn.rope_scaling import ROPE_TYPES
-from .decoder import DecoderFamily, DecoderLayout, DecoderModel, head_layouts
+from .decoder import DecoderFamily, DecoderLayout, DecoderModel
+from .decoder_heads import head_layouts
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
 
