@@ -217,3 +217,19 @@ def test_cli_export_verify_and_matrix(bert_seqcls, tmp_path):
     assert result.output.splitlines()[0].split() == ["family", "qa", "mlm"] and "4/4 PASS" in result.output
     result = runner.invoke(app, ["export", str(bert_seqcls), str(tmp_path / "x"), "--head", "nope"])
     assert result.exit_code == 2 and "Unknown head" in result.output
+
+
+def test_decoder_export_carries_generation_config(tmp_path):
+    """A causal LM leaves with its generation_config.json, and transformers reads the same defaults back."""
+    import transformers
+
+    from .parity.tiny import tiny_reference
+
+    source = tmp_path / "src"
+    reference = tiny_reference("llama", "causal-lm")
+    reference.generation_config.max_new_tokens = 7
+    reference.save_pretrained(source)
+    out = hfkit.AutoModelForCausalLM.from_pretrained(source).save_pretrained(tmp_path / "out")
+    assert (out / "generation_config.json").is_file()
+    assert transformers.GenerationConfig.from_pretrained(out).max_new_tokens == 7
+    assert verify_export(out, source=source).ok

@@ -35,6 +35,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
                    "vocab.txt", "vocab.json", "merges.txt", "sentencepiece.bpe.model", "spiece.model",
                    "tokenizer.model", "chat_template.jinja")
 SENTENCE_FILES = ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json")
+GENERATION_FILES = ("generation_config.json",)  # decoders' decoding defaults, carried over as they are
 # config.json fields transformers 5 leaves out at these values (its `to_diff_dict`): dropped unless the source had them.
 OMITTED_AT = {"problem_type": None, "position_embedding_type": "absolute"}
 DEFAULT_LABELS = {"0": "LABEL_0", "1": "LABEL_1"}
@@ -177,8 +178,8 @@ def write_weights(state: dict[str, torch.Tensor], directory: Path, max_shard_siz
 
 
 def companion_paths(source: Path) -> list[str]:
-    """Tokenizer and sentence-transformers files of a model folder (relative paths; module folders whole)."""
-    names = [name for name in (*TOKENIZER_FILES, *SENTENCE_FILES) if (source / name).is_file()]
+    """Tokenizer, generation and sentence-transformers files of a model folder (relative paths; module folders whole)."""
+    names = [name for name in (*TOKENIZER_FILES, *GENERATION_FILES, *SENTENCE_FILES) if (source / name).is_file()]
     modules = _read_json(source / "modules.json") if (source / "modules.json").is_file() else []
     folders = {m.get("path") for m in modules if isinstance(m, dict)} if isinstance(modules, list) else set()
     folders = {f for f in folders if f and not Path(f).is_absolute() and ".." not in Path(f).parts}
