@@ -14,6 +14,7 @@ from ..models.decoder import KVCache
 from .beam import beam_search
 from .config import GenerationConfig
 from .processors import mark_seen, process, seen_tokens
+from .static_cache import compiled_step, static_cache_for, decode_static, prefill_static, warn_once
 from .steps import decode_one_token, position_ids_from_mask, prefill
 from .stopping import StopStrings
 
@@ -34,12 +35,16 @@ def generate_tokens(
     generation_config: GenerationConfig | None = None,
     generator: torch.Generator | None = None,
     tokenizer: Any = None,  # needed for stop_strings only
+    cache: str = "dynamic",  # "static": a preallocated StaticCache of prompt + max_new_tokens slots (greedy/sampling)
+    compile: bool = False,  # static cache only: the decode step under torch.compile(mode="reduce-overhead") on CUDA
     **options: Any,  # GenerationConfig fields: max_new_tokens, do_sample, top_k, num_beams, stop_strings, …
 ) -> torch.Tensor:  # (B · num_return_sequences, T + new): prompt + new tokens, finished rows padded
     """Decode with a KV cache; unset options come from generation_config.json, then transformers' defaults."""
     unknown = set(options) - set(GenerationConfig.__dataclass_fields__)
     if unknown:
         raise TypeError(f"Unknown generation options: {sorted(unknown)}")
+    if cache not in ("dynamic", "static"):
+        raise ValueError(f"cache must be 'dynamic' or 'static', not {cache!r}")
     gc = (generation_config or GenerationConfig.for_model(model)).updated(**options)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
@@ -53,21 +58,34 @@ def generate_tokens(
         stop = StopStrings(tokenizer, gc.stop_strings)
     with torch.inference_mode():
         if gc.num_beams > 1:
+            if cache == "static":
+                warn_once("cache='static' is not used by beam search; it decodes with the dynamic cache.")
             return beam_search(model, input_ids, attention_mask, gc, max_length, min_length, eos, pad, stop, generator)
         if gc.num_return_sequences > 1:  # transformers expands the batch: each prompt's copies adjacent
             input_ids = input_ids.repeat_interleave(gc.num_return_sequences, 0)
             attention_mask = attention_mask.repeat_interleave(gc.num_return_sequences, 0)
         if max_length <= input_ids.shape[1]:
             return input_ids
-        return sample(model, input_ids, attention_mask, gc, max_length, min_length, eos, pad, stop, generator)
+        return sample(model, input_ids, attention_mask, gc, max_length, min_length, eos, pad, stop, generator,
+                      cache, compile)
 
 
 def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: GenerationConfig, max_length: int,
            min_length: int, eos: torch.Tensor, pad: int | None, stop: StopStrings | None,
-           generator: torch.Generator | None) -> torch.Tensor:  # (B, T + new)
+           generator: torch.Generator | None, cache: str = "dynamic", compile: bool = False) -> torch.Tensor:  # (B, T + new)
     """Greedy or multinomial decoding until max_length, EOS or a stop string in every row."""
-    cache = KVCache()
-    logits = prefill(model, input_ids, attention_mask, cache)  # (B, V)
+    if cache == "static":
+        dtype = next(model.parameters()).dtype
+        kv = static_cache_for(model, input_ids.shape[0], max_length, dtype, input_ids.device)
+        logits = prefill_static(model, input_ids, attention_mask, kv)  # (B, V)
+        step = compiled_step(decode_static, input_ids.device) if compile else decode_static
+        decode = lambda token, mask, position: step(model, token, position, kv)
+    else:
+        if compile:
+            warn_once("compile=True needs cache='static'; decoding uncompiled.")
+        kv = KVCache()
+        logits = prefill(model, input_ids, attention_mask, kv)  # (B, V)
+        decode = lambda token, mask, position: decode_one_token(model, token, mask, position, kv)
     seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if gc.repetition_penalty != 1.0 else None
     position = position_ids_from_mask(attention_mask)[:, -1:]  # (B, 1)
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
@@ -80,11 +98,12 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Gen
         unfinished &= ~torch.isin(token, eos)
         if stop is not None:
             unfinished &= ~stop(torch.cat(tokens[-stop.window:], dim=1))
-        if length + 1 == max_length or not bool(unfinished.any()):
+        if length + 1 == max_length or ((len(eos) or stop is not None) and not bool(unfinished.any())):  # no sync without EOS
             break
         if seen is not None:
             seen = mark_seen(seen, token)
-        attention_mask = torch.cat((attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)), dim=1)
+        if cache != "static":  # the static cache keeps its own fixed-shape mask
+            attention_mask = torch.cat((attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)), dim=1)
         position = position + 1
-        logits = decode_one_token(model, token[:, None], attention_mask, position, cache)
+        logits = decode(token[:, None], attention_mask, position)
     return torch.cat(tokens, dim=1)

@@ -98,7 +98,7 @@ def causal_mask(
     keep = keep[None, None]  # (1, 1, T, S)
     if attention_mask is not None:
         keep = keep & attention_mask[:, None, None, -S:].to(torch.bool)  # (B, 1, T, S)
-    if q_len == 1 and bool(keep.all()):
+    if q_len == 1 and not torch.compiler.is_compiling() and bool(keep.all()):  # no host sync in a captured step
         return None
     return keep
 

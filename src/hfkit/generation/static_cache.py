@@ -1,0 +1,159 @@
+"""A preallocated KV cache with fixed shapes, so one decode step can be captured whole (gpt-fast's static cache).
+
+Per layer, keys and values live in (B, nkv, max_len, D) buffers written in place (`index_copy_`) at the step's cache
+positions, a device tensor; the number of filled slots is a device counter too, so a decode step reads nothing back
+to the host. It implements the decoder's cache interface (`update(layer, k, v)` → the keys/values attention reads;
+`seq_length()`) without touching the model:
+
+- `seq_length()` reports `max_len - n` for a step of n new tokens, so the decoder's `causal_mask` spans all max_len
+  slots (fixed shape) and places the step's queries on the last n of them.
+- the keys go to attention "newest last" (the buffers rolled by `index_select` at a device index) when the step is a
+  prefill or the model has sliding-window layers, else in slot order, where a one-token step's causal and window
+  clauses are all-true anyway. The (B, max_len) key mask from `key_mask()` is in the same order: the dynamic cache's
+  left-padded mask, left-padded again with the slots not yet written. So every query sees exactly the keys it sees
+  with the dynamic cache (extra keys are masked), and windows keep counting cache slots, as there.
+
+The loop owns the order of calls: `start(attention_mask)` before the prefill, `advance()` before each decode step
+(inside the compiled step). See `prefill_static` and `decode_static`.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+
+import torch
+
+from ..models.decoder import head_dim_of, layer_windows
+from .steps import decode_one_token, position_ids_from_mask
+
+
+class StaticCache:
+    def __init__(self, model_config, batch: int, max_len: int, dtype: torch.dtype, device: torch.device | str):
+        n, nkv, D = model_config.num_hidden_layers, model_config.num_key_value_heads, head_dim_of(model_config)
+        buffer = lambda: torch.zeros(batch, nkv, max_len, D, dtype=dtype, device=device)
+        self.keys = [buffer() for _ in range(n)]  # (B, nkv, L, D) each, slot i = the i-th token of the row
+        self.values = [buffer() for _ in range(n)]
+        self.mask = torch.zeros(batch, max_len, dtype=torch.long, device=device)  # slot order; 1 = a real token
+        self.filled = torch.zeros(1, dtype=torch.long, device=device)  # slots written so far
+        self.slots = torch.arange(max_len, device=device)
+        self.cache_position = self.slots[:0]  # (n,) the slots of the current step
+        self.order: torch.Tensor | None = None  # (L,) slot shown at each key index, None: slot order
+        self.windowed = any(w is not None for w in layer_windows(model_config))
+        self.max_len, self.step = max_len, 0
+        if hasattr(torch, "_dynamo"):  # fixed addresses: CUDA graphs may mutate them in place
+            for t in (*self.keys, *self.values, self.mask, self.filled, self.slots):
+                torch._dynamo.mark_static_address(t)
+
+    # --- the decoder's interface -----------------------------------------------------------------------------
+    def seq_length(self) -> int:
+        return self.max_len - self.step
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.keys[layer], self.values[layer]
+        keys.index_copy_(2, self.cache_position, k.to(keys.dtype))
+        values.index_copy_(2, self.cache_position, v.to(values.dtype))
+        if self.order is None:
+            return keys, values
+        return keys.index_select(2, self.order), values.index_select(2, self.order)  # newest last
+
+    def reorder(self, index: torch.Tensor) -> None:
+        """Keep batch rows `index`, in place (beam search)."""
+        for t in (*self.keys, *self.values, self.mask):
+            t.copy_(t.index_select(0, index))
+
+    # --- the loop's side -------------------------------------------------------------------------------------
+    def start(self, attention_mask: torch.Tensor) -> None:  # (B, T) the prompt's mask
+        """Prepare the prefill: the prompt fills slots 0…T-1."""
+        T = attention_mask.shape[1]
+        if T > self.max_len:
+            raise ValueError(f"prompt of {T} tokens does not fit a static cache of {self.max_len}")
+        self.filled.zero_()
+        self.mask.zero_()
+        self.mask[:, :T] = attention_mask
+        self._at(T, rolled=True)
+
+    def advance(self) -> None:
+        """Prepare one decode step (fixed shapes, device tensors only): the next slot holds a real token."""
+        self._at(1, rolled=self.windowed)
+        self.mask.index_fill_(1, self.cache_position, 1)
+
+    def _at(self, n: int, rolled: bool) -> None:
+        self.step = n
+        self.cache_position = self.filled + self.slots[:n]  # (n,)
+        self.order = (self.slots + self.filled + n) % self.max_len if rolled else None  # newest slot last
+        self.filled.add_(n)
+
+    def key_mask(self) -> torch.Tensor:  # (B, L) in the order `update` returns keys
+        return self.mask if self.order is None else self.mask.index_select(1, self.order)
+
+
+_KEPT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def static_cache_for(model, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> StaticCache:
+    """The model's last static cache when its shape fits (fixed buffer addresses: captured CUDA graphs replay
+    across generate calls instead of re-recording), else a new one, kept for the next call."""
+    kept = _KEPT.get(model)
+    key = (batch, max_len, dtype, torch.device(device))
+    if kept is None or kept[0] != key:
+        kept = _KEPT[model] = (key, StaticCache(model.config, batch, max_len, dtype, device))
+    return kept[1]
+
+
+def prefill_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, cache: StaticCache) -> torch.Tensor:  # (B, V)
+    """Run the prompt into slots 0…T-1; the last position's logits in float32."""
+    cache.start(attention_mask)
+    out = model(input_ids, cache.key_mask(), position_ids_from_mask(attention_mask), cache, use_cache=True, logits_to_keep=1)
+    cache.step, cache.order = 1, (cache.order if cache.windowed else None)  # a decode step's entry state: one graph
+    return out.logits[:, -1].float()
+
+
+def decode_static(model, token: torch.Tensor, position_ids: torch.Tensor, cache: StaticCache) -> torch.Tensor:  # (B, V)
+    """One fixed-shape step: token (B, 1) at position_ids (B, 1) into the next slot. What `compile=True` captures."""
+    cache.advance()
+    return decode_one_token(model, token, cache.key_mask(), position_ids, cache)
+
+
+_WARNED: set[str] = set()
+
+
+def warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
+_CHOSEN: dict = {}  # step → its compiled form that worked, or the step itself after compile failures
+
+
+def compiled_step(step, device: torch.device):
+    """`step` under torch.compile(mode="reduce-overhead") (CUDA graphs) on CUDA; else, or if compiling fails, `step`
+    itself after one warning. Tries fullgraph=True first, then allows graph breaks; the choice is kept."""
+    if device.type != "cuda":
+        warn_once("compile=True needs CUDA (CUDA graphs); decoding uncompiled.")
+        return step
+
+    def run(*args):
+        if _CHOSEN.get(step) is step:
+            return step(*args)
+        tries = [_CHOSEN[step]] if step in _CHOSEN else [
+            torch.compile(step, mode="reduce-overhead", fullgraph=True),
+            torch.compile(step, mode="reduce-overhead", fullgraph=False)]
+        for i, fn in enumerate(tries):
+            try:
+                torch.compiler.cudagraph_mark_step_begin()
+                with torch.device(device):  # tensors the model makes (RoPE tables) born on the GPU: no host copies
+                    out = fn(*args)
+                _CHOSEN[step] = fn
+                return out
+            except Exception as error:  # noqa: BLE001 — any compiler failure falls back
+                what = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+                if i + 1 < len(tries):
+                    warn_once(f"torch.compile(fullgraph=True) failed ({what}); compiling with graph breaks.")
+                else:
+                    warn_once(f"torch.compile failed ({what}); decoding uncompiled.")
+        _CHOSEN[step] = step
+        return step(*args)
+
+    return run

@@ -1,0 +1,94 @@
+"""Static (preallocated, fixed-shape) KV cache: greedy and seeded sampled generation token-identical to the dynamic
+cache and to transformers `generate` on the tiny decoders, left-padded batch of 3; on CUDA, the compiled static
+decode step token-identical to the uncompiled one."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hfkit.generation import generate_tokens
+from hfkit.generation.static_cache import StaticCache
+
+from .parity.test_decoder_matrix import build, left_padded
+
+FAMILIES = ["llama", "qwen3", "mistral"]  # mistral: sliding window 5 < the 11-token prompt
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_static_greedy_identical_to_dynamic_and_transformers(family, tmp_path):
+    reference, ours = build(tmp_path, family)
+    ids, mask = left_padded()
+    with torch.no_grad():
+        expected = reference.generate(ids, attention_mask=mask, max_new_tokens=24, do_sample=False)
+    dynamic = generate_tokens(ours, ids, mask, max_new_tokens=24)
+    static = generate_tokens(ours, ids, mask, max_new_tokens=24, cache="static")
+    assert static.shape == (3, ids.shape[1] + 24)
+    assert torch.equal(dynamic, expected)
+    assert torch.equal(static, expected)
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral"])
+def test_static_sampling_identical_to_dynamic(family, tmp_path):
+    _, ours = build(tmp_path, family)
+    ids, mask = left_padded()
+    settings = dict(max_new_tokens=16, do_sample=True, temperature=0.7, top_k=20, top_p=0.9, repetition_penalty=1.3)
+    run = lambda cache: generate_tokens(ours, ids, mask, generator=torch.Generator().manual_seed(5), cache=cache, **settings)
+    assert torch.equal(run("static"), run("dynamic"))
+
+
+def test_static_eos_padding_and_compile_fallback_on_cpu(tmp_path):
+    _, ours = build(tmp_path, "llama")
+    ids, mask = left_padded()
+    first = generate_tokens(ours, ids, mask, max_new_tokens=3)
+    eos = int(first[1, -2])
+    dynamic = generate_tokens(ours, ids, mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=0)
+    with pytest.warns(RuntimeWarning, match="CUDA") if not torch.cuda.is_available() else _nothing():
+        static = generate_tokens(ours, ids, mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=0, cache="static",
+                                 compile=ids.device.type == "cpu")
+    assert torch.equal(static, dynamic)
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_static_cache_shapes_are_fixed(tmp_path):
+    _, ours = build(tmp_path, "mistral")
+    ids, mask = left_padded()
+    cache = StaticCache(ours.config, 3, 20, torch.float32, "cpu")
+    cache.start(mask)
+    assert cache.seq_length() == 20 - ids.shape[1] and cache.key_mask().shape == (3, 20)
+    with torch.no_grad():
+        ours(ids, cache.key_mask(), None, cache, use_cache=True)
+    for _ in range(3):
+        cache.advance()
+        assert cache.seq_length() == 19 and cache.key_mask().shape == (3, 20)
+    assert int(cache.filled) == ids.shape[1] + 3
+    assert cache.key_mask()[:, -4:].eq(1).all()  # newest last: the last prompt token and three steps
+
+
+def test_unknown_cache_kind_raises(tmp_path):
+    _, ours = build(tmp_path, "llama")
+    ids, mask = left_padded()
+    with pytest.raises(ValueError, match="cache"):
+        generate_tokens(ours, ids, mask, max_new_tokens=2, cache="paged")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
+@pytest.mark.parametrize("family", FAMILIES)
+def test_compiled_static_identical_to_uncompiled_on_cuda(family, tmp_path):
+    _, ours = build(tmp_path, family)
+    ours = ours.cuda()
+    ids, mask = (t.cuda() for t in left_padded())
+    plain = generate_tokens(ours, ids, mask, max_new_tokens=24, cache="static")
+    dynamic = generate_tokens(ours, ids, mask, max_new_tokens=24)
+    compiled = generate_tokens(ours, ids, mask, max_new_tokens=24, cache="static", compile=True)
+    again = generate_tokens(ours, ids, mask, max_new_tokens=24, cache="static", compile=True)
+    assert torch.equal(plain, dynamic)
+    assert torch.equal(compiled, plain)
+    assert torch.equal(again, plain)
