@@ -166,13 +166,18 @@ def test_local_files_only_names_the_cache(tmp_path, monkeypatch):
         hfkit.AutoModel.from_pretrained("org/absent", local_files_only=True)
 
 
+def cached_snapshot(model_dir, cache, repo: str, commit: str = "0123456789abcdef0123456789abcdef01234567"):
+    """Lay `model_dir` out as huggingface_hub caches `repo`: models--org--name/{refs/main, snapshots/<commit>}."""
+    root = cache / ("models--" + repo.replace("/", "--"))
+    shutil.copytree(model_dir, root / "snapshots" / commit)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(commit)
+    return root / "snapshots" / commit
+
+
 def test_cached_snapshot_is_found_offline(bert_mlm_dir, tmp_path, monkeypatch):
     """A model in the HF cache layout (models--org--name/snapshots/<commit>) loads with HF_HUB_OFFLINE=1."""
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    snapshot = tmp_path / "models--org--tiny-bert" / "snapshots" / commit
-    shutil.copytree(bert_mlm_dir, snapshot)
-    (tmp_path / "models--org--tiny-bert" / "refs").mkdir()
-    (tmp_path / "models--org--tiny-bert" / "refs" / "main").write_text(commit)
+    snapshot = cached_snapshot(bert_mlm_dir, tmp_path, "org/tiny-bert")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "unused"))
     model = hfkit.AutoModelForMaskedLM.from_pretrained("org/tiny-bert", cache_dir=tmp_path)
@@ -180,11 +185,7 @@ def test_cached_snapshot_is_found_offline(bert_mlm_dir, tmp_path, monkeypatch):
 
 
 def test_hf_hub_cache_env_is_honoured(bert_mlm_dir, tmp_path, monkeypatch):
-    commit = "fedcba9876543210fedcba9876543210fedcba98"
-    snapshot = tmp_path / "models--org--tiny" / "snapshots" / commit
-    shutil.copytree(bert_mlm_dir, snapshot)
-    (tmp_path / "models--org--tiny" / "refs").mkdir()
-    (tmp_path / "models--org--tiny" / "refs" / "main").write_text(commit)
+    snapshot = cached_snapshot(bert_mlm_dir, tmp_path, "org/tiny")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     model = hfkit.AutoModelForMaskedLM.from_pretrained("org/tiny", local_files_only=True)
     assert model.source_dir == snapshot
