@@ -89,3 +89,17 @@ def test_cli_chat_streams_resets_and_quits(tiny_llama_dir):
     assert result.exit_code == 0, result.output
     replies = [line.split("model> ", 1)[1] for line in result.stdout.splitlines() if "model> " in line]
     assert replies == [first, first]  # greedy, and /reset forgot the first turn
+
+
+def test_streamed_generation_joins_to_the_same_text(tiny_llama_dir):
+    from typer.testing import CliRunner
+
+    from hfkit.cli.app import app
+
+    model = hfkit.AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    pieces = list(model.generate(PROMPTS[1], max_new_tokens=10, stream=True))
+    assert len(pieces) > 1 and "".join(pieces) == model.generate(PROMPTS[1], max_new_tokens=10)
+    result = CliRunner().invoke(app, ["generate", str(tiny_llama_dir), PROMPTS[1], "--max-new-tokens", "10", "--stream"])
+    assert result.exit_code == 0 and result.stdout == PROMPTS[1] + "".join(pieces) + "\n"
+    with pytest.raises(hfkit.HfkitError, match="one prompt"):
+        model.generate(PROMPTS, stream=True)

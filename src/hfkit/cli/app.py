@@ -113,11 +113,20 @@ def classify(
 def generate(
     model: Model, texts: Texts = None, file: File = None,
     max_new_tokens: MaxNewTokens = None, temperature: Temperature = None, top_k: TopK = None, top_p: TopP = None,
-    seed: Seed = None, json: Json = False, revision: Revision = None, device: Device = None, dtype: DtypeOption = Dtype.auto,
+    seed: Seed = None, stream: Annotated[bool, typer.Option(help="Print the continuation as it is generated (one prompt).")] = False,
+    json: Json = False, revision: Revision = None, device: Device = None, dtype: DtypeOption = Dtype.auto,
 ) -> None:
     """Text generation with a causal LM: the continuation of each prompt."""
     prompts = gather_texts(texts, file, "prompts")
+    if stream and (len(prompts) != 1 or json):
+        raise typer.BadParameter("--stream prints one prompt's continuation as it comes: give one prompt, without --json.")
     loaded = load("AutoModelForCausalLM", model, revision, device, dtype)
+    if stream:
+        typer.echo(prompts[0], nl=False)
+        for piece in loaded.generate(prompts[0], max_new_tokens=max_new_tokens, stream=True,
+                                     **sampling(loaded, temperature, top_k, top_p, seed)):
+            typer.echo(piece, nl=False)
+        return typer.echo()
     outputs = loaded.generate(prompts, max_new_tokens=max_new_tokens, **sampling(loaded, temperature, top_k, top_p, seed))
     if json:
         return emit_json([{"prompt": p, "generated_text": o} for p, o in zip(prompts, outputs)])

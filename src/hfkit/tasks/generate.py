@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
 from ..generation.decode import generate_tokens
 from .batching import TaskInputError, as_list, model_device
+from .streaming import text_pieces, token_stream
 
 
 def left_padded(ids: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,14 +25,21 @@ def left_padded(ids: list[list[int]], pad_id: int, device: torch.device) -> tupl
 
 
 def generate_text(model: Any, tokenizer: Any, prompts: str | Sequence[str], max_new_tokens: int | None = None,
-                  skip_special_tokens: bool = True, **sampling: Any) -> str | list[str]:
+                  skip_special_tokens: bool = True, stream: bool = False, **sampling: Any) -> str | list[str] | Iterator[str]:
     """Continue each prompt; `sampling` takes generate_tokens' options (generation_config.json field names:
     do_sample, temperature, top_k, top_p, min_p, repetition_penalty, num_beams, stop_strings, …, and generator).
-    A single prompt gives a str, a list gives a list (num_return_sequences > 1: each prompt's texts in turn)."""
+    A single prompt gives a str, a list gives a list (num_return_sequences > 1: each prompt's texts in turn);
+    `stream=True` (one prompt) gives an iterator of text pieces that join to the same continuation."""
     prompts, single = as_list(prompts, "prompts")
     ids = tokenizer(prompts, padding=False, return_tensors=None)["input_ids"]
     if any(not row for row in ids):
         raise TaskInputError("An empty prompt has no tokens to continue; give at least one token of text.")
+    if stream:
+        if len(ids) != 1:
+            raise TaskInputError(f"stream=True continues one prompt at a time, got {len(ids)}.")
+        options = dict(sampling, tokenizer=tokenizer, **({"max_new_tokens": max_new_tokens} if max_new_tokens else {}))
+        input_ids = torch.tensor(ids, dtype=torch.long, device=model_device(model))
+        return text_pieces(tokenizer, token_stream(model, input_ids, options), skip_special_tokens)
     pad_id = next((t for t in (tokenizer.pad_token_id, model.config.pad_token_id, tokenizer.eos_token_id) if t is not None), 0)
     input_ids, mask = left_padded(ids, pad_id, model_device(model))
     was_training = model.training
