@@ -273,16 +273,19 @@ def test_phi3_partial_rotary_factor(tmp_path):
     assert torch.equal(generate_tokens(ours, ids, mask, max_new_tokens=32), expected)
 
 
-def test_longrope_config_is_a_clear_error(tmp_path):
-    from hfkit.errors import ConfigError
-
-    build(tmp_path, "phi3", task="base")
-    raw = json.loads((tmp_path / "config.json").read_text())
-    raw["rope_parameters"] = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0] * 8,
-                              "long_factor": [2.0] * 8, "original_max_position_embeddings": 16}
-    (tmp_path / "config.json").write_text(json.dumps(raw))
-    with pytest.raises(ConfigError, match="longrope"):
-        HFKIT_AUTO["causal-lm"].from_pretrained(tmp_path)
+def test_phi3_longrope_short_and_long_factors(tmp_path):
+    """LongRoPE: short factors up to original_max_position_embeddings, long factors (and the attention factor) past it."""
+    params = {"rope_type": "longrope", "rope_theta": 10000.0, "short_factor": [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0],
+              "long_factor": [2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0], "original_max_position_embeddings": 8}
+    reference, ours = build(tmp_path, "phi3", rope_parameters=params, max_position_embeddings=32,
+                            original_max_position_embeddings=8)
+    ids, mask = left_padded()  # 11 positions: past the original 8, so the long factors
+    with torch.no_grad():
+        assert max_diff(ours(ids, mask).logits, reference(ids, attention_mask=mask).logits) <= TOL
+        short = ids[:, -6:], mask[:, -6:]
+        assert max_diff(ours(*short).logits, reference(short[0], attention_mask=short[1]).logits) <= TOL
+        expected = reference.generate(ids, attention_mask=mask, max_new_tokens=16, do_sample=False)
+    assert torch.equal(generate_tokens(ours, ids, mask, max_new_tokens=16), expected)
 
 
 @pytest.mark.parametrize("config_kw", [{"scale_attn_weights": False}, {"scale_attn_by_inverse_layer_idx": True}],

@@ -58,7 +58,7 @@ class DecoderConfig(ModelConfig):
         if "partial_rotary_factor" in raw:
             rope.setdefault("partial_rotary_factor", raw.pop("partial_rotary_factor"))
         rope.setdefault("rope_type", rope.pop("type", "default"))
-        if rope["rope_type"] in ("llama3", "yarn") and "original_max_position_embeddings" not in rope:
+        if rope["rope_type"] in ("llama3", "yarn", "longrope") and "original_max_position_embeddings" not in rope:
             rope["original_max_position_embeddings"] = raw.get("original_max_position_embeddings", raw.get("max_position_embeddings"))
         raw["rope_parameters"] = rope
         return super().from_dict(raw, **overrides)

@@ -2,8 +2,8 @@
 
     phi3  one `self_attn.qkv_proj` (q | k | v) and one `mlp.gate_up_proj` (gate | up), held fused as the checkpoint
           stores them and their outputs split (`Projections.FUSED`); every layer attends within `sliding_window`
-          (when set); RoPE on head_dim · partial_rotary_factor features (`rope_parameters`). The `longrope` rope
-          type (Phi-3 128k, Phi-3.5) is not supported yet: such configs raise ConfigError on load.
+          (when set); RoPE on head_dim · partial_rotary_factor features (`rope_parameters`), incl. `longrope`
+          (Phi-3 128k, Phi-3.5: short/long factors around original_max_position_embeddings).
 """
 
 from __future__ import annotations

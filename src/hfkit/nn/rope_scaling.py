@@ -1,4 +1,4 @@
-"""RoPE inverse frequencies per `rope_type` (default, linear, dynamic, llama3, yarn), as transformers computes them.
+"""RoPE inverse frequencies per `rope_type` (default, linear, dynamic, llama3, yarn, longrope), as transformers computes them.
 
 `rope_parameters` is the v5 dict (`rope_type`, `rope_theta`, `factor`, …); `dim` the rotated width
 (head_dim · partial_rotary_factor). Each function returns `(inv_freq (dim/2,) float32, attention_factor)`:
@@ -84,7 +84,20 @@ def yarn(params: dict[str, Any], dim: int, max_positions: int, seq_len: int | No
     return inv_freq, attention_factor
 
 
-ROPE_TYPES: dict[str, RopeFn] = {"default": default, "linear": linear, "dynamic": dynamic, "llama3": llama3, "yarn": yarn}
+def longrope(params: dict[str, Any], dim: int, max_positions: int, seq_len: int | None = None):
+    """Phi-3's LongRoPE: per-frequency `short_factor`s up to original_max_position_embeddings, `long_factor`s past it."""
+    original = params.get("original_max_position_embeddings") or max_positions
+    factor = params.get("factor") or max_positions / original
+    attention_factor = params.get("attention_factor")
+    if attention_factor is None:
+        attention_factor = 1.0 if factor <= 1.0 else math.sqrt(1 + math.log(factor) / math.log(original))
+    ext = params["long_factor"] if seq_len and seq_len > original else params["short_factor"]
+    exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim  # (dim/2,)
+    return 1.0 / (torch.tensor(ext, dtype=torch.float32) * params["rope_theta"] ** exponents), attention_factor
+
+
+ROPE_TYPES: dict[str, RopeFn] = {"default": default, "linear": linear, "dynamic": dynamic, "llama3": llama3, "yarn": yarn,
+                                 "longrope": longrope}
 
 
 def rope_dim(params: dict[str, Any], head_dim: int) -> int:
@@ -114,6 +127,8 @@ def rope_cos_sin(
     if params.get("rope_type") == "dynamic":
         seq_len = int(position_ids.max()) + 1
         seq_len = seq_len if seq_len > max_positions else None
+    elif params.get("rope_type") == "longrope":  # short or long factors by the longest position of this call
+        seq_len = int(position_ids.max()) + 1
     inv_freq, scaling = inverse_frequencies(params, dim, max_positions, seq_len)
     freqs = position_ids[..., None].float() * inv_freq.to(position_ids.device)  # (B, T, dim/2)
     angles = torch.cat((freqs, freqs), dim=-1)  # (B, T, dim)
