@@ -92,3 +92,14 @@ def test_compiled_static_identical_to_uncompiled_on_cuda(family, tmp_path):
     assert torch.equal(plain, dynamic)
     assert torch.equal(compiled, plain)
     assert torch.equal(again, plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_static_cache_compiles_by_default_on_cuda(tmp_path):
+    """cache="static" alone compiles the decode step on CUDA (transformers' default) and changes no token."""
+    reference, ours = build(tmp_path, "llama")
+    ours, reference = ours.cuda(), reference.cuda()
+    ids, mask = (t.cuda() for t in left_padded())
+    default = generate_tokens(ours, ids, mask, max_new_tokens=24, cache="static")
+    eager = generate_tokens(ours, ids, mask, max_new_tokens=24, cache="static", compile=False)
+    assert torch.equal(default, eager)

@@ -36,7 +36,9 @@ def generate_tokens(
     generator: torch.Generator | None = None,
     tokenizer: Any = None,  # needed for stop_strings only
     cache: str = "dynamic",  # "static": a preallocated StaticCache of prompt + max_new_tokens slots (greedy/sampling)
-    compile: bool = False,  # static cache only: the decode step under torch.compile(mode="reduce-overhead") on CUDA
+    compile: bool | None = None,  # static cache: the decode step under torch.compile(mode="reduce-overhead");
+    # None: on CUDA, as transformers compiles its static cache by default
+
     **options: Any,  # GenerationConfig fields: max_new_tokens, do_sample, top_k, num_beams, stop_strings, …
 ) -> torch.Tensor:  # (B · num_return_sequences, T + new): prompt + new tokens, finished rows padded
     """Decode with a KV cache; unset options come from generation_config.json, then transformers' defaults."""
@@ -45,6 +47,8 @@ def generate_tokens(
         raise TypeError(f"Unknown generation options: {sorted(unknown)}")
     if cache not in ("dynamic", "static"):
         raise ValueError(f"cache must be 'dynamic' or 'static', not {cache!r}")
+    if compile is None:
+        compile = cache == "static" and input_ids.is_cuda
     gc = (generation_config or GenerationConfig.for_model(model)).updated(**options)
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
