@@ -8,13 +8,13 @@ from datetime import datetime
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer as RawTokenizer
-from tokenizers import decoders, models, pre_tokenizers, trainers
 
 import hfkit
 from hfkit.chat_template import ChatTemplateError, render_chat_template
 from hfkit.tasks.chat import chat
 from hfkit.tokenizer import Tokenizer
+
+from .tiny_tokenizers import byte_level_bpe
 
 CHATML_TOOLS = """
 {%- if tools %}
@@ -136,13 +136,9 @@ CASES = {"chatml": CHATML_TOOLS, "llama3": LLAMA3, "mistral": MISTRAL, "tojson":
 @pytest.fixture(scope="module")
 def tokenizer_dir(tmp_path_factory):
     path = tmp_path_factory.mktemp("chat-tok")
-    raw = RawTokenizer(models.BPE(unk_token="<unk>"))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>", "<s>"]
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     corpus = [json.dumps(m, ensure_ascii=False) for m in MESSAGES] + ["the quick brown fox jumps over the lazy dog"] * 5
-    raw.train_from_iterator(corpus * 3, trainer)
+    raw = byte_level_bpe(corpus * 3, specials, vocab_size=400, unk_token="<unk>")
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="<|im_end|>",
                                                pad_token="<|endoftext|>", unk_token="<unk>")
     tok.chat_template = CHATML_TOOLS

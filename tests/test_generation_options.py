@@ -11,13 +11,14 @@ import pytest
 import torch
 import transformers
 from tokenizers import Tokenizer as RawTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import decoders, models, normalizers, trainers
 
 import hfkit
 from hfkit.generation import GenerationConfig, generate_tokens
 from hfkit.generation.stopping import StopStrings
 
 from .parity.test_decoder_matrix import build, left_padded
+from .tiny_tokenizers import byte_level_bpe
 
 FAMILIES = ["llama", "qwen2"]
 NEW = 12
@@ -165,12 +166,7 @@ CORPUS = ["the quick brown fox jumps over the lazy dog. ", "Once upon a time, in
 @pytest.fixture(scope="module")
 def text_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("stop-strings")
-    raw = RawTokenizer(models.BPE(unk_token=None))
-    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    raw.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<pad>", "</s>", "<s>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    raw.train_from_iterator(CORPUS * 5, trainer)
+    raw = byte_level_bpe(CORPUS * 5, ["<pad>", "</s>", "<s>"])
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>",
                                                      pad_token="<pad>", padding_side="left")
     tokenizer.save_pretrained(path)

