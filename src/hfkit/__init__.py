@@ -21,6 +21,9 @@ _EXPORTS = {
     "model_class": "models.auto",
     "pipeline": "tasks.pipeline",
     "Tokenizer": "tokenizer",
+    "Trainer": "train.trainer",
+    "TrainingConfig": "train.config",
+    "LoraConfig": "lora",
 }
 
 

@@ -57,6 +57,11 @@ def save_pretrained(model, out_dir, max_shard_size: int | str = "2GB", dtype: st
     tokenizer_source: folder (or Hub id) whose tokenizer / sentence-transformers files are copied
     [default: the folder the model was loaded from]. base_model: the Hub id for the model card.
     """
+    from .lora import has_lora
+
+    if has_lora(model):
+        raise ExportError("This model has unmerged LoRA layers: call model.merge_lora() first to export a plain "
+                          "checkpoint, or model.save_adapter(dir) to save the adapter alone.")
     out = Path(out_dir)
     max_shard_size = parse_size(max_shard_size)  # bad options fail before anything is written
     target = _dtype(dtype)

@@ -154,6 +154,7 @@ class Tokenizer:
         backend.no_padding()
         backend.no_truncation()
         self._state: tuple = (None, None)  # the (padding, truncation) settings the backend holds now
+        self.source_dir: Path | None = None
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, revision: str | None = None,
@@ -193,7 +194,9 @@ class Tokenizer:
         template = template_file.read_text(encoding="utf-8") if template_file.is_file() else config.get("chat_template")
         if isinstance(template, list):  # [{"name": ..., "template": ...}]: keep the default one
             template = {t["name"]: t["template"] for t in template}.get("default")
-        return cls(backend, config, specials, extras, template)
+        tokenizer = cls(backend, config, specials, extras, template)
+        tokenizer.source_dir = directory  # its files are what an export copies beside the weights
+        return tokenizer
 
     @property
     def backend_tokenizer(self) -> Backend:

@@ -128,6 +128,13 @@ def load_checkpoint(
     fresh = [k for k in missing if k.split(".")[0] in getattr(model, "new_on_base", ())]
     if ignore_mismatched_sizes:
         fresh += mismatched
+    if fresh:  # a head new to this checkpoint: other heads' weights and an unused pooler are dropped (transformers too)
+        prefix = model.family.base_prefix + "."
+        unused = [k for k in unexpected if not k.startswith(prefix) or k.startswith(prefix + "pooler.")]
+        if unused:
+            log.warning("%s: %d checkpoint weights not used by this head: %s", type(model).__name__, len(unused),
+                        ", ".join(unused[:10]) + (", …" if len(unused) > 10 else ""))
+        unexpected = [k for k in unexpected if k not in unused]
     errors = [k for k in missing if k not in fresh]
     bad_shapes = [] if ignore_mismatched_sizes else mismatched
     if errors or unexpected or bad_shapes:

@@ -16,7 +16,7 @@ from .io import emit_json, gather_texts, print_fields, print_table, read_records
 
 app = typer.Typer(
     name="hfkit",
-    help="Run HuggingFace encoder models with hfkit: classify, tag, answer, fill masks, embed and search.",
+    help="Run, fine-tune and export HuggingFace models with hfkit: classify, tag, answer, fill masks, embed, search, generate, chat, train.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -355,3 +355,4 @@ def main() -> None:
 
 
 from . import export_commands  # noqa: F401,E402  (registers export, verify-export, verify-matrix, convert, init)
+from . import train_commands  # noqa: F401,E402  (registers train, pretrain)

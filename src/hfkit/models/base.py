@@ -118,6 +118,30 @@ class PreTrainedModel(nn.Module):
 
         return save_pretrained(self, out_dir, max_shard_size=max_shard_size, dtype=dtype)
 
+    def add_lora(self, config: Any = None, **options: Any) -> PreTrainedModel:
+        """Freeze the model and add LoRA layers: a `hfkit.lora.LoraConfig`, or its fields as keywords."""
+        from ..lora import LoraConfig, add_lora
+
+        return add_lora(self, config if config is not None else LoraConfig(**options))
+
+    def save_adapter(self, out_dir: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
+        """Write the LoRA adapter alone in PEFT's format (adapter_config.json + adapter_model.safetensors)."""
+        from ..lora import save_adapter
+
+        return save_adapter(self, out_dir, base_model_name_or_path)
+
+    def load_adapter(self, name_or_path: str | os.PathLike, **hub_kwargs: Any) -> PreTrainedModel:
+        """Add LoRA as a PEFT adapter folder (or Hub id) describes it and load its tensors strictly."""
+        from ..lora import load_adapter
+
+        return load_adapter(self, name_or_path, **hub_kwargs)
+
+    def merge_lora(self) -> PreTrainedModel:
+        """Fold the LoRA layers into the base weights and put the plain layers back (then `save_pretrained`)."""
+        from ..lora import merge_lora
+
+        return merge_lora(self)
+
     @cached_property
     def tokenizer(self) -> "Tokenizer":
         """The tokenizer saved beside the weights, loaded on first use."""
