@@ -53,7 +53,7 @@ def run_losses(classifier_dir, out, stop_after: int | None = None, resume: bool 
 
     config = hfkit.TrainingConfig(max_steps=20, lr=1e-3, batch_size=8, grad_accum=2, save_every=5, log_every=1,
                                   warmup_steps=3, progress=False, output_dir=str(out), resume=resume, save_limit=1)
-    trainer = hfkit.Trainer(model, config, train_data=topic_rows(100, seed=3), callbacks=[interrupt])
+    trainer = hfkit.Trainer(model, config, train_data=topic_rows(100, seed=3), callbacks=[interrupt], device="cpu")
     try:
         trainer.fit()
     except KeyboardInterrupt:
