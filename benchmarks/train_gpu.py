@@ -40,9 +40,9 @@ def llama_config():
         bos_token_id=128000, eos_token_id=128001)
 
 
-WORKLOADS = {  # name → (config, transformers auto class, hfkit auto class, batch, sequence, transformers' H100 number)
-    "bert": (bert_config, "AutoModelForSequenceClassification", 32, 128, "84 k tok/s"),
-    "llama": (llama_config, "AutoModelForCausalLM", 8, 1024, "47.3 k tok/s"),
+WORKLOADS = {  # name → (config, the Auto class name in both libraries, batch, sequence length)
+    "bert": (bert_config, "AutoModelForSequenceClassification", 32, 128),
+    "llama": (llama_config, "AutoModelForCausalLM", 8, 1024),
 }
 
 
@@ -79,6 +79,25 @@ def time_steps(model, data: list[dict], steps: int) -> tuple[float, float]:
     return median, (max(times) - min(times)) / median
 
 
+def profile(model, data: list[dict], path: Path) -> None:
+    """Kernel time table of 3 training steps (after the timed ones), sorted by total CUDA time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for batch in data[:3]:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
+
+
 def synthetic_tokenizer(directory: Path, vocab_size: int) -> None:
     """A word-level tokenizer over `w5 … w{V-1}` with BERT's specials, so text rows have known token counts."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
@@ -101,7 +120,7 @@ def synthetic_rows(count: int, words: int, vocab_size: int, seed: int) -> list[d
     return [{"text": " ".join(f"w{i}" for i in row.tolist()), "label": int(bool((row < 105).any()))} for row in ids]
 
 
-def trainer_run(directory: Path, batch: int, steps: int, compile: bool, log_every: int = 10) -> dict:
+def trainer_run(directory: Path, batch: int, steps: int, compile: bool | str, log_every: int = 10) -> dict:
     model = hfkit.AutoModelForSequenceClassification.from_pretrained(directory)
     config = hfkit.TrainingConfig(max_steps=steps, lr=3e-5, batch_size=batch, precision="bf16", compile=compile,
                                   log_every=log_every, progress=False, max_length=128, seed=0)
@@ -127,6 +146,8 @@ def main():
     parser.add_argument("--trainer", action="store_true", help="also time hfkit.Trainer.fit on bert-base")
     parser.add_argument("--trainer-only", metavar="JSON", help="(torchrun) only the Trainer run; rank 0 writes JSON")
     parser.add_argument("--global-batch", type=int, default=32)
+    parser.add_argument("--graphs", default="bert", help="workloads that also run compile mode='reduce-overhead'")
+    parser.add_argument("--profile", metavar="DIR", help="write torch.profiler kernel tables of the hfkit variants")
     args = parser.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = True
     tmp = Path(tempfile.mkdtemp())
@@ -144,22 +165,29 @@ def main():
 
     rows = []
     for name in args.workloads.split(","):
-        make_config, auto, batch, seq, reported = WORKLOADS[name]
+        make_config, auto, batch, seq = WORKLOADS[name]
         config = make_config()
         torch.manual_seed(0)
         directory = tmp / name
         getattr(transformers, auto).from_config(config).save_pretrained(directory)
         data = batches(name, config, 4, batch, seq)
         tokens = batch * seq
+        unmasked = [{k: v for k, v in b.items() if k != "attention_mask"} for b in data]  # what the Trainer passes
         variants = {
-            "transformers (sdpa)": lambda: getattr(transformers, auto).from_pretrained(directory, attn_implementation="sdpa"),
-            "hfkit": lambda: getattr(hfkit, auto).from_pretrained(directory),
-            "hfkit + torch.compile": lambda: torch.compile(getattr(hfkit, auto).from_pretrained(directory)),
+            "transformers (sdpa)": (lambda: getattr(transformers, auto).from_pretrained(directory, attn_implementation="sdpa"), data),
+            "hfkit": (lambda: getattr(hfkit, auto).from_pretrained(directory), unmasked),
+            "hfkit + torch.compile": (lambda: torch.compile(getattr(hfkit, auto).from_pretrained(directory)), unmasked),
+            "hfkit + compile (CUDA graphs)": (lambda: torch.compile(getattr(hfkit, auto).from_pretrained(directory),
+                                                                    mode="reduce-overhead"), unmasked),
         }
         results = {}
-        for label, build in variants.items():
+        for label, (build, inputs) in variants.items():
+            if "graphs" in label and name not in args.graphs.split(","):
+                continue
             model = build().cuda()
-            ms, spread = time_steps(model, data, args.steps)
+            ms, spread = time_steps(model, inputs, args.steps)
+            if args.profile and label in ("hfkit", "hfkit + torch.compile"):
+                profile(model, inputs, Path(args.profile) / f"{name}-{label.replace(' ', '_')}.txt")
             results[label] = tokens / ms * 1000
             rows.append((name, f"B{batch} × S{seq}", label, ms, results[label], results[label] / results["transformers (sdpa)"], spread))
             print(rows[-1], flush=True)
@@ -167,16 +195,19 @@ def main():
             torch.cuda.empty_cache()
         if name == "bert" and args.trainer:
             synthetic_tokenizer(directory, config.vocab_size)
-            for compile in (False, True):
+            for compile in (False, True, "reduce-overhead"):
                 rate = trainer_run(directory, batch, 120, compile)["tokens_per_s"]
-                rows.append((name, f"B{batch} × S{seq}", f"hfkit Trainer.fit{' + compile' if compile else ''}",
+                suffix = {False: "", True: " + compile", "reduce-overhead": " + compile (CUDA graphs)"}[compile]
+                rows.append((name, f"B{batch} × S{seq}", f"hfkit Trainer.fit{suffix}",
                              tokens / rate * 1000, rate, rate / results["transformers (sdpa)"], float("nan")))
                 print(rows[-1], flush=True)
 
     props = torch.cuda.get_device_properties(0)
-    lines = [f"Device: {props.name}; torch {torch.__version__}; transformers {transformers.__version__}; "
-             f"{datetime.date.today()}; bf16 autocast, fused AdamW, TF32 on; median of {args.steps} steps after {WARMUP} warm-up.",
-             "", "| workload | shape | implementation | ms / step | tokens/s | × transformers | spread |", "|---|---|---|---|---|---|---|"]
+    lines = [(f"Device: {props.name}; torch {torch.__version__}; transformers {transformers.__version__}; "
+              f"{datetime.date.today()}; bf16 autocast, fused AdamW, TF32 on; median of {args.steps} steps after {WARMUP} "
+              "warm-up."),
+             "", "| workload | shape | implementation | ms / step | tokens/s | × transformers | spread |",
+             "|---|---|---|---|---|---|---|"]
     for name, shape, label, ms, rate, ratio, spread in rows:
         lines.append(f"| {name} | {shape} | {label} | {ms:.1f} | {rate / 1000:.1f} k | {ratio:.2f} | {spread:.2f} |")
     print("\n".join(lines))

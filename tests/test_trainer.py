@@ -133,3 +133,10 @@ def test_training_config_from_yaml(tmp_path):
     path.write_text("epochs: 2\nlr: 0.001\nprecision: bf16\n")
     config = hfkit.TrainingConfig.from_file(path, batch_size=4)
     assert (config.epochs, config.lr, config.precision, config.batch_size) == (2, 0.001, "bf16", 4)
+
+
+def test_pad_to_multiple_of_bounds_batch_shapes(classifier_dir):
+    config = hfkit.TrainingConfig(batch_size=4, pad_to_multiple_of=16, max_length=40, progress=False)
+    trainer = hfkit.Trainer(load(classifier_dir), config, train_data=topic_rows(8, seed=6))
+    batch = trainer.data.collate(trainer.train_features[:4])
+    assert batch["input_ids"].shape[1] == 16 and batch["attention_mask"][:, -1].sum() == 0

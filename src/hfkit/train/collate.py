@@ -44,6 +44,7 @@ class TaskData:
     block_size: int
     pad_id: int | None
     eos_id: int | None
+    pad_to_multiple_of: int | None = None  # fewer distinct shapes for compiled / CUDA-graph steps
 
     def featurize(self, rows: Sequence[dict]) -> list[dict]:
         """Tokenized features (python lists/ints) with their labels; QA rows may give several windows each."""
@@ -70,6 +71,9 @@ class TaskData:
             raise ConfigError("collate() needs at least one feature.")
         lengths = self.lengths(features)
         longest = max(lengths)
+        if self.pad_to_multiple_of:
+            rounded = -(-longest // self.pad_to_multiple_of) * self.pad_to_multiple_of
+            longest = max(longest, min(rounded, self.max_length))
         if self.pad_id is None and min(lengths) < longest:
             raise ConfigError("These features differ in length but neither the tokenizer nor the config has a pad "
                               "token. Fix: set `tokenizer.pad_token = tokenizer.eos_token`.")
@@ -118,7 +122,8 @@ def _pad(rows: Sequence[Sequence[int]], value: int, length: int) -> torch.Tensor
 
 
 def make_task_data(task: str, tokenizer: Any, config: Any, *, max_length: int, doc_stride: int = 128,
-                   mlm_probability: float = 0.15, block_size: int | None = None) -> TaskData:
+                   mlm_probability: float = 0.15, block_size: int | None = None,
+                   pad_to_multiple_of: int | None = None) -> TaskData:
     """Check the settings against the task, tokenizer and model config; the TaskData that featurizes and collates."""
     if task not in TASKS:
         raise ConfigError(f"Unknown training task {task!r}; use one of {', '.join(TASKS)}.")
@@ -142,4 +147,5 @@ def make_task_data(task: str, tokenizer: Any, config: Any, *, max_length: int, d
         raise ConfigError("Causal-LM packing ends each document with EOS, but neither the config nor the tokenizer "
                           "has eos_token_id. Fix: set config.eos_token_id or the tokenizer's eos_token.")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else getattr(config, "pad_token_id", None)
-    return TaskData(task, tokenizer, config, max_length, doc_stride, mlm_probability, block_size or max_length, pad, eos)
+    return TaskData(task, tokenizer, config, max_length, doc_stride, mlm_probability, block_size or max_length, pad, eos,
+                    pad_to_multiple_of)

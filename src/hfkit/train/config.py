@@ -12,6 +12,7 @@ from ..errors import ConfigError
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 SCHEDULES = ("linear", "cosine", "constant")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -33,7 +34,8 @@ class TrainingConfig:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     precision: str = "fp32"  # fp32 | bf16 | fp16 (with a GradScaler) | auto (bf16 on a CUDA device that has it)
-    compile: bool = False  # torch.compile the model for training
+    compile: bool | str = False  # torch.compile the model: True, or a mode ("reduce-overhead": CUDA graphs)
+    pad_to_multiple_of: int | None = None  # pad batches to a multiple of this (fewer shapes to compile)
     seed: int = 42
     max_length: int | None = None  # default: the model's position limit, at most 512
     block_size: int | None = None  # causal LM packing; default: max_length
@@ -54,7 +56,8 @@ class TrainingConfig:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "grad_accum", "log_every", "save_limit"):
             _at_least(name, getattr(self, name), 1)
-        for name in ("max_steps", "eval_batch_size", "eval_every", "save_every", "max_length", "block_size"):
+        for name in ("max_steps", "eval_batch_size", "eval_every", "save_every", "max_length", "block_size",
+                     "pad_to_multiple_of"):
             if getattr(self, name) is not None:
                 _at_least(name, getattr(self, name), 1)
         _at_least("warmup_steps", self.warmup_steps, 0)
@@ -64,6 +67,8 @@ class TrainingConfig:
             raise ConfigError("warmup_ratio must be in [0, 1) and mlm_probability in (0, 1).")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"Unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}.")
+        if self.compile not in (True, False, *COMPILE_MODES):
+            raise ConfigError(f"Unknown compile {self.compile!r}; use true/false or a mode: {', '.join(COMPILE_MODES)}.")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"Unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}.")
         if self.resume and self.output_dir is None:

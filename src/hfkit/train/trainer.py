@@ -59,7 +59,7 @@ class Trainer:
         self.doc_stride = self.config.doc_stride if self.config.doc_stride is not None else min(128, self.max_length // 3)
         self.data = make_task_data(self.task, self.tokenizer, model.config, max_length=self.max_length,
                                    doc_stride=self.doc_stride, mlm_probability=self.config.mlm_probability,
-                                   block_size=self.config.block_size)
+                                   block_size=self.config.block_size, pad_to_multiple_of=self.config.pad_to_multiple_of)
         self.model = model.to(self.world.device)
         self.train_features = self._features(train_data)
         self.eval_rows = None if eval_data is None else load_rows(eval_data, self.config.columns)
@@ -118,7 +118,8 @@ class Trainer:
         state = {"step": 0, "epoch": 0, "batch": 0, "best_metric": None, "best_step": None}
         state.update(self._resume(optimizer, scheduler, scaler))
         model = wrap(self.model, world)
-        runner = torch.compile(model) if cfg.compile else model
+        runner = self._compiled(model)
+        graphs = cfg.compile in ("reduce-overhead", "max-autotune")  # CUDA graphs: outputs live until the next replay
         log = RunLog(cfg.output_dir if world.main else None, total, state["step"], cfg.progress and world.main)
         self.model.train()
         losses, micro, tokens, clock = [], [], 0, time.perf_counter()
@@ -130,13 +131,17 @@ class Trainer:
                     group = group_end - (index // cfg.grad_accum) * cfg.grad_accum
                     batch = self.data.collate([self.train_features[i] for i in batches[index]], self.generator)
                     tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+                    if "attention_mask" in batch and bool(batch["attention_mask"].all()):
+                        del batch["attention_mask"]  # checked here on the CPU: the model skips masking without a sync
                     batch = {key: value.to(world.device, non_blocking=True) for key, value in batch.items()}
                     last = index + 1 == group_end
                     with (contextlib.nullcontext() if last or not world.distributed else model.no_sync()):
+                        if graphs:
+                            torch.compiler.cudagraph_mark_step_begin()
                         with self.autocast():
                             loss = runner(**batch).loss / group
                         (scaler.scale(loss) if scaler else loss).backward()
-                    micro.append(loss.detach())
+                    micro.append(loss.detach().clone() if graphs else loss.detach())
                     if not last:
                         continue
                     losses.append(torch.stack(micro).sum())  # this step's loss, kept on the device
@@ -164,6 +169,13 @@ class Trainer:
             log.close()
         self._finish(state)
         return dict(self.summary)
+
+    def _compiled(self, model):
+        """torch.compile per config.compile (True = the default mode); the model itself when off."""
+        mode = self.config.compile
+        if mode is False:
+            return model
+        return torch.compile(model, mode=None if mode is True or mode == "default" else mode)
 
     def _step(self, optimizer, scheduler, scaler) -> None:
         if scaler is not None:
