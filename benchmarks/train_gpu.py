@@ -154,6 +154,7 @@ def main():
 
     if args.trainer_only:  # the same global batch on however many processes torchrun started
         directory = tmp / "bert"
+        torch.manual_seed(0)  # every run and rank builds the same initial model
         transformers.BertForSequenceClassification(transformers.BertConfig(
             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(directory)
         synthetic_tokenizer(directory, 30522)
