@@ -23,11 +23,22 @@ $(VENV)/.test: $(VENV)/.torch pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test,demo]"
 	touch $@
 
+DEMO_OUT := .demo-run
+
+# The main job end to end: search with the packaged all-MiniLM-L6-v2, fine-tune a topic classifier on it from
+# examples/topics (48 labelled sentences), predict, export to the Hub layout, verify the export against transformers.
 demo: $(VENV)/.demo
 	$(BIN)/hfkit search
+	rm -rf $(DEMO_OUT)
+	$(BIN)/hfkit train --task classify --train examples/topics/train.jsonl --eval examples/topics/dev.jsonl \
+		--out $(DEMO_OUT) --epochs 10 --lr 1e-4 --batch-size 8
+	$(BIN)/hfkit classify $(DEMO_OUT)/model "The striker scored a late winner" "Knead the dough and let it rise" \
+		"The driver update fixed the crash"
+	$(BIN)/hfkit export $(DEMO_OUT)/model $(DEMO_OUT)/export
+	$(BIN)/hfkit verify-export $(DEMO_OUT)/export --source $(DEMO_OUT)/model
 
 test: $(VENV)/.test
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(DEMO_OUT)

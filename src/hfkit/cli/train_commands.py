@@ -65,11 +65,12 @@ def report(record: dict[str, Any], json: bool, wrote: Path) -> None:
 @command()
 def train(
     task: Annotated[TrainTask, typer.Option(help="What to fine-tune the model for.", show_default=False)],
-    model: Annotated[str, typer.Option(help="Base model: a local folder or a Hub repo id.", show_default=False)],
     train_file: Annotated[str, typer.Option("--train", help="Training rows: .jsonl, .json, .csv or .parquet.",
                                             show_default=False)],
     out: Annotated[Path, typer.Option(help="Output folder (model/ or adapter/, checkpoints/, metrics.jsonl).",
                                       show_default=False)],
+    model: Annotated[str | None, typer.Option(
+        help="Base model: a local folder or a Hub repo id [default: the packaged all-MiniLM-L6-v2].")] = None,
     eval_file: Annotated[str | None, typer.Option("--eval", help="Evaluation rows, same format.")] = None,
     config: ConfigFile = None,
     lora: Annotated[bool, typer.Option(help="Train LoRA adapters (and the head) instead of all weights.")] = False,
@@ -94,6 +95,10 @@ def train(
 
         targets = [name.strip() for name in lora_targets.split(",")] if lora_targets else None
         adapters = LoraConfig(r=lora_r, lora_alpha=lora_alpha, target_modules=targets)
+    if model is None:
+        from ..defaults import default_embedding_model
+
+        model = str(default_embedding_model())
     record = run_training(task.value, model, train_file, eval_file, settings, lora=adapters, device=device)
     report(record, json, out / ("adapter" if lora else "model"))
 

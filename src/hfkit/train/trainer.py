@@ -240,10 +240,12 @@ class Trainer:
         if not self.world.main:
             result = {}
         name, greater = self._metric()
-        value = self.world.sum([float(result.get(name, result.get("loss", 0.0)))])[0]  # rank 0 evaluated
-        best = state["best_metric"]
-        if best is None or (value > best if greater else value < best):
-            state["best_metric"], state["best_step"] = value, state["step"]
+        value, loss = self.world.sum([float(result.get(name, result.get("loss", 0.0))), float(result.get("loss", 0.0))])
+        # rank 0 evaluated (the others added 0); ties on the metric (accuracy 1.0 twice) go to the lower loss
+        score = (value if greater else -value, -loss)
+        best = state.get("best_score")
+        if best is None or score > tuple(best):
+            state["best_metric"], state["best_score"], state["best_step"] = value, list(score), state["step"]
             if self.config.output_dir:
                 self._save(state, optimizer, scheduler, scaler)
 
