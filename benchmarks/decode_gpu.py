@@ -50,7 +50,11 @@ def main():
     parser.add_argument("--new", type=int, default=256)
     parser.add_argument("--prompt", type=int, default=128)
     parser.add_argument("--only", default="")
+    parser.add_argument("--tuning", action="store_true", help="inductor coordinate-descent tuning (gpt-fast's setting)")
+    parser.add_argument("--profile", metavar="FILE", help="kernel table of 32 decode steps of the last variant")
     args = parser.parse_args()
+    if args.tuning:
+        torch._inductor.config.coordinate_descent_tuning = True
     torch.manual_seed(0)
     config = llama_1b_config()
     reference = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.bfloat16)
@@ -98,6 +102,15 @@ def main():
                 outputs[name] = out
     for w in {str(w.message)[:200] for w in caught}:
         print("warning:", w)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        fn = list(variants.values())[-1]
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn(33)
+            torch.cuda.synchronize()
+        with open(args.profile, "w") as f:
+            f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=100))
 
     base = outputs.get("hfkit, static cache")
     rows = []
