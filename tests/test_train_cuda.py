@@ -34,6 +34,7 @@ def test_compiled_steps_train_like_eager(classifier_dir, compile, exact_cuda_mat
     assert len(compiled) == 12 and max(abs(a - b) for a, b in zip(eager, compiled)) <= 1e-4
 
 
-def test_bf16_trains(classifier_dir):
-    run = losses(classifier_dir, precision="bf16")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains(classifier_dir, precision):
+    run = losses(classifier_dir, precision=precision)  # fp16: autocast + GradScaler
     assert run[-1] < run[0]

@@ -5,7 +5,7 @@ runs all 512 texts once per timed pass (CUDA events around the pass, inputs alre
 round-robin across variants after warm-up; the median pass gives real (non-pad) tokens per second. Both
 libraries run in this one process on the same inputs.
 
-    PYTHONPATH=src python benchmarks/encoder_gpu.py [--repeats 7] [--models bert,modernbert]
+    PYTHONPATH=src python benchmarks/encode_gpu.py [--repeats 7] [--models bert,modernbert]
 """
 
 from __future__ import annotations
@@ -161,20 +161,20 @@ def bench_model(name: str, config, repeats: int, explore: bool = False, profile:
     return rows, diffs, real_tokens
 
 
-def main():
+def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--models", default="bert,modernbert")
     parser.add_argument("--explore", action="store_true", help="also time experimental variants")
     parser.add_argument("--profile", action="store_true", help="print a kernel profile of one unpadded pass")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = True
     configs = {"bert": ("bert-base (shape)", transformers.BertConfig()),
                "modernbert": ("ModernBERT-base (shape)", transformers.ModernBertConfig())}
     lines = [f"### Encoder forward on GPU: bert-base / ModernBERT-base shapes, bf16, {TEXTS} texts of {MIN_LEN}–{MAX_LEN} tokens, batch {BATCH}",
              "",
              f"{datetime.date.today()} · {torch.cuda.get_device_name()} · torch {torch.__version__} · transformers "
-             f"{transformers.__version__} · `PYTHONPATH=src python benchmarks/encoder_gpu.py {' '.join(sys.argv[1:])}`",
+             f"{transformers.__version__} · `PYTHONPATH=src python benchmarks/encode_gpu.py {' '.join(sys.argv[1:] if argv is None else argv)}`",
              ""]
     all_rows, notes = [], []
     for key in args.models.split(","):

@@ -1,0 +1,92 @@
+"""Exploration (not a benchmark of record): where a compiled static-cache decode step spends its time.
+
+(a) generate_tokens end to end; (b) the compiled step alone replayed in a tight loop (no processors, no argmax on
+the host side); (c) the same with q|k|v and gate|up fused into single GEMVs (weights concatenated in a copy).
+
+    PYTHONPATH=src python benchmarks/explore/decode_step.py [--tuning]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+
+import torch
+import transformers
+
+import hfkit
+from hfkit.bench.decode_gpu import llama_1b_config
+from hfkit.generation import generate_tokens
+from hfkit.generation.static_cache import compiled_step, decode_static, prefill_static, static_cache_for
+
+
+def loop_ms(fn, n=200) -> float:
+    times = []
+    for _ in range(5):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(n):
+            fn()
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end) / n)
+    return statistics.median(times)
+
+
+def fuse(model) -> None:
+    """Experiment: q|k|v and gate|up as one Linear each (copies), so a step runs 4 GEMVs a layer instead of 7."""
+    for layer in model.model.layers:
+        a, m = layer.self_attn, layer.mlp
+        qkv = torch.nn.Linear(a.q_proj.in_features, sum(a.sizes), bias=False, device="cuda", dtype=torch.bfloat16)
+        qkv.weight.data = torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight])
+        a.__dict__["qkv_proj"] = qkv
+        gu = torch.nn.Linear(m.gate_proj.in_features, 2 * m.gate_proj.out_features, bias=False, device="cuda",
+                             dtype=torch.bfloat16)
+        gu.weight.data = torch.cat([m.gate_proj.weight, m.up_proj.weight])
+        m.__dict__["proj_in"] = gu
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tuning", action="store_true")
+    args = parser.parse_args()
+    if args.tuning:
+        torch._inductor.config.coordinate_descent_tuning = True
+    torch.manual_seed(0)
+    config = llama_1b_config()
+    reference = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    with tempfile.TemporaryDirectory() as tmp:
+        reference.save_pretrained(tmp)
+        model = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
+    del reference
+    ids = torch.randint(5, config.vocab_size - 1, (1, 128), generator=torch.Generator().manual_seed(1)).cuda()
+    mask = torch.ones_like(ids)
+    for label, prepare in (("separate projections", lambda: None), ("fused q|k|v, gate|up", lambda: fuse(model))):
+        prepare()
+        full = lambda: generate_tokens(model, ids, mask, max_new_tokens=256, eos_token_id=None, cache="static")
+        one = lambda: generate_tokens(model, ids, mask, max_new_tokens=1, eos_token_id=None, cache="static")
+        for _ in range(2):
+            full(), one()
+        t_full = statistics.median(loop_ms(full, 1) for _ in range(3))
+        t_one = statistics.median(loop_ms(one, 1) for _ in range(3))
+        per_token = (t_full - t_one) / 255
+        kv = static_cache_for(model, 1, 128 + 256, torch.bfloat16, ids.device)
+        with torch.inference_mode():
+            logits = prefill_static(model, ids, mask, kv)
+            step = compiled_step(decode_static, ids.device)
+            token = logits.argmax(-1)[:, None]
+            position = torch.full((1, 1), 128, device="cuda")
+
+            def replay():
+                torch.compiler.cudagraph_mark_step_begin()
+                step(model, token, position, kv)
+                kv.filled.fill_(128)  # stay inside the cache
+
+            replay_ms = loop_ms(replay)
+        print(f"{label}: generate {1 / per_token * 1000:.0f} tok/s ({per_token:.3f} ms/token); "
+              f"compiled step replay alone {replay_ms:.3f} ms ({1 / replay_ms * 1000:.0f} /s)", flush=True)
+
+
+if __name__ == "__main__":
+    main()

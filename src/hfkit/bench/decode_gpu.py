@@ -1,0 +1,137 @@
+"""Greedy decode throughput on one CUDA GPU: a Llama-3.2-1B-shaped model (random init, bf16), batch 1, 128-token
+prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, all in
+this one process on the same weights and prompt.
+
+Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
+synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph
+capture included), then rounds round-robin across variants; the median is reported.
+
+    PYTHONPATH=src python benchmarks/decode_gpu.py [--repeats 5] [--new 256] [--prompt 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import statistics
+import tempfile
+import warnings
+
+import torch
+import transformers
+
+import hfkit
+from hfkit.generation import generate_tokens
+
+
+def llama_1b_config() -> transformers.LlamaConfig:
+    return transformers.LlamaConfig(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, head_dim=64, max_position_embeddings=131072, rms_norm_eps=1e-5, tie_word_embeddings=True,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+        bos_token_id=None, eos_token_id=None, pad_token_id=None)
+
+
+def timed(fn) -> tuple[float, torch.Tensor]:  # seconds, output
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    out = fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end) / 1e3, out
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--new", type=int, default=256)
+    parser.add_argument("--prompt", type=int, default=128)
+    parser.add_argument("--only", default="", help="run the variants whose names contain one of these '|'-separated parts")
+    parser.add_argument("--profile", metavar="FILE", help="kernel table of 32 decode steps of the last variant")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    config = llama_1b_config()
+    reference = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="sdpa", dtype=torch.bfloat16)
+    reference.generation_config.eos_token_id = reference.generation_config.pad_token_id = None
+    with tempfile.TemporaryDirectory() as tmp:
+        reference.save_pretrained(tmp)
+        ours = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
+    reference = reference.cuda().eval()
+    ids = torch.randint(5, config.vocab_size - 1, (1, args.prompt), generator=torch.Generator().manual_seed(1)).cuda()
+    mask = torch.ones_like(ids)
+
+    def hf(cache):
+        kw = {} if cache == "dynamic" else {"cache_implementation": "static"}
+        return lambda n: reference.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, **kw)
+
+    def ours_(cache, compile=False):
+        return lambda n: generate_tokens(ours, ids, mask, max_new_tokens=n, eos_token_id=None, cache=cache, compile=compile)
+
+    variants = {
+        "transformers, dynamic cache": hf("dynamic"),
+        "transformers, static cache (cache_implementation='static')": hf("static"),
+        "hfkit, dynamic cache": ours_("dynamic"),
+        "hfkit, static cache": ours_("static"),
+        "hfkit, static cache + compile (reduce-overhead)": ours_("static", True),
+    }
+    if args.only:
+        variants = {k: v for k, v in variants.items() if any(s in k for s in args.only.split("|"))}
+    from torch._dynamo.utils import counters
+
+    outputs, notes = {}, {}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for name, fn in variants.items():  # warm-up: compile, CUDA-graph capture
+            for _ in range(args.warmup):
+                fn(args.new), fn(1)
+            graphs = counters["stats"]["unique_graphs"]
+            notes[name] = f"dynamo graphs so far: {graphs}; cudagraph skips: {counters['inductor'].get('cudagraph_skips', 0)}"
+            print(name, "warm;", notes[name], flush=True)
+        times = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, fn in variants.items():
+                full, out = timed(lambda: fn(args.new))
+                pre, _ = timed(lambda: fn(1))
+                times[name].append((full - pre, full, pre))
+                outputs[name] = out
+    for w in {str(w.message)[:200] for w in caught}:
+        print("warning:", w)
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        fn = list(variants.values())[-1]
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            fn(33)
+            torch.cuda.synchronize()
+        with open(args.profile, "w") as f:
+            f.write(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=100))
+
+    base = outputs.get("hfkit, static cache")
+    rows = []
+    for name, ts in times.items():
+        decode = statistics.median(t[0] for t in ts)
+        spread = (max(t[0] for t in ts) - min(t[0] for t in ts)) / decode
+        new = outputs[name][0, args.prompt:]
+        same = "" if base is None else str(int((new == base[0, args.prompt:]).cumprod(0).sum()))
+        rows.append((name, (args.new - 1) / decode, decode * 1e3 / (args.new - 1), statistics.median(t[2] for t in ts) * 1e3,
+                     spread, same))
+    gpu = torch.cuda.get_device_name()
+    lines = [
+        f"Device: {gpu}; torch {torch.__version__}, transformers {transformers.__version__}, "
+        f"CUDA {torch.version.cuda}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"Llama-3.2-1B shape (hidden 2048, 16 layers, 32 heads / 8 kv, intermediate 8192, vocab 128256, tied, rope llama3),"
+        f" random init, bf16, batch 1, prompt {args.prompt}, {args.new} new tokens, greedy; median of {args.repeats}"
+        f" after {args.warmup} warm-up rounds.",
+        "",
+        "| variant | decode tok/s | ms / token | prefill + 1 token (ms) | spread | leading new tokens equal to hfkit static |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *[f"| {n} | {tps:.0f} | {ms:.3f} | {pre:.1f} | {sp:.1%} | {same} |" for n, tps, ms, pre, sp, same in rows],
+    ]
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Training-step throughput on one CUDA GPU, bf16 autocast, fused AdamW, random init: hfkit vs transformers.
+
+Workloads (issue 7): bert-base sequence classification B32 × S128; Llama-3.2-1B-shaped causal LM B8 × S1024.
+Each implementation runs the same step on the same random batches — forward with labels, backward, clip,
+AdamW (fused), zero_grad — after warm-up; CUDA events around every step; the median step gives tokens/s.
+`--trainer` also times hfkit's Trainer.fit end to end (tokenised rows → collation → step → logging) on a
+synthetic word-level tokenizer, from the tokens/s it logs (median of the log windows after the first).
+
+    PYTHONPATH=src python benchmarks/train_gpu.py [--workloads bert,llama] [--steps 30] [--trainer]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+import transformers
+
+import hfkit
+
+WARMUP = 10
+
+
+def bert_config():
+    return transformers.BertConfig(num_labels=2)  # bert-base: 12 × 768, 30522 vocabulary
+
+
+def llama_config():
+    return transformers.LlamaConfig(
+        vocab_size=128256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
+        num_key_value_heads=8, max_position_embeddings=131072, tie_word_embeddings=True, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0, "low_freq_factor": 1.0,
+                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+        bos_token_id=128000, eos_token_id=128001)
+
+
+WORKLOADS = {  # name → (config, the Auto class name in both libraries, batch, sequence length)
+    "bert": (bert_config, "AutoModelForSequenceClassification", 32, 128),
+    "llama": (llama_config, "AutoModelForCausalLM", 8, 1024),
+}
+
+
+def batches(name: str, config, count: int, batch: int, seq: int) -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(count):
+        ids = torch.randint(5, config.vocab_size - 1, (batch, seq), generator=gen)
+        labels = torch.randint(0, 2, (batch,), generator=gen) if name == "bert" else ids
+        out.append({"input_ids": ids.cuda(), "attention_mask": torch.ones_like(ids).cuda(), "labels": labels.cuda()})
+    return out
+
+
+def time_steps(model, data: list[dict], steps: int) -> tuple[float, float]:
+    """Median and spread of the step time in ms (after WARMUP steps)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    model.train()
+    times = []
+    for i in range(WARMUP + steps):
+        batch = data[i % len(data)]
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        end.record()
+        end.synchronize()
+        if i >= WARMUP:
+            times.append(start.elapsed_time(end))
+    median = statistics.median(times)
+    return median, (max(times) - min(times)) / median
+
+
+def profile(model, data: list[dict], path: Path) -> None:
+    """Kernel time table of 3 training steps (after the timed ones), sorted by total CUDA time."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for batch in data[:3]:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = model(**batch).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
+
+
+def synthetic_tokenizer(directory: Path, vocab_size: int) -> None:
+    """A word-level tokenizer over `w5 … w{V-1}` with BERT's specials, so text rows have known token counts."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = {token: i for i, token in enumerate(specials + [f"w{i}" for i in range(5, vocab_size)])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
+    backend.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
+        "sep_token": "[SEP]", "mask_token": "[MASK]", "model_max_length": 512}))
+
+
+def synthetic_rows(count: int, words: int, vocab_size: int, seed: int) -> list[dict]:
+    """Random word rows; label 1 when one of 100 marker words occurs (learnable, about one row in three)."""
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab_size, (count, words), generator=gen)
+    return [{"text": " ".join(f"w{i}" for i in row.tolist()), "label": int(bool((row < 105).any()))} for row in ids]
+
+
+def trainer_run(directory: Path, batch: int, steps: int, compile: bool | str, log_every: int = 10) -> dict:
+    model = hfkit.AutoModelForSequenceClassification.from_pretrained(directory)
+    config = hfkit.TrainingConfig(max_steps=steps, lr=3e-5, batch_size=batch, precision="bf16", compile=compile,
+                                  log_every=log_every, progress=False, max_length=128, seed=0)
+    trainer = hfkit.Trainer(model, config, synthetic_rows(batch * steps * trainer_world(), 130, 30522, seed=1))
+    records = []
+    trainer.callbacks.append(lambda t, record: records.append(record))
+    trainer.fit()
+    rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r][1:]
+    return {"tokens_per_s": statistics.median(rates), "losses": [h["loss"] for h in trainer.history],
+            "rank": trainer.world.rank, "world": trainer.world.size}
+
+
+def trainer_world() -> int:
+    import os
+
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def main(argv: list[str] | None = None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--workloads", default="bert,llama")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--trainer", action="store_true", help="also time hfkit.Trainer.fit on bert-base")
+    parser.add_argument("--trainer-only", metavar="JSON", help="(torchrun) only the Trainer run; rank 0 writes JSON")
+    parser.add_argument("--global-batch", type=int, default=32)
+    parser.add_argument("--graphs", default="bert", help="workloads that also run compile mode='reduce-overhead'")
+    parser.add_argument("--profile", metavar="DIR", help="write torch.profiler kernel tables of the hfkit variants")
+    args = parser.parse_args(argv)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    tmp = Path(tempfile.mkdtemp())
+
+    if args.trainer_only:  # the same global batch on however many processes torchrun started
+        directory = tmp / "bert"
+        torch.manual_seed(0)  # every run and rank builds the same initial model
+        transformers.BertForSequenceClassification(transformers.BertConfig(
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)).save_pretrained(directory)
+        synthetic_tokenizer(directory, 30522)
+        result = trainer_run(directory, args.global_batch // trainer_world(), args.steps, compile=False, log_every=1)
+        if result["rank"] == 0:
+            Path(args.trainer_only).write_text(json.dumps(result))
+        print(json.dumps({k: v for k, v in result.items() if k != "losses"}))
+        return
+
+    rows = []
+    for name in args.workloads.split(","):
+        make_config, auto, batch, seq = WORKLOADS[name]
+        config = make_config()
+        torch.manual_seed(0)
+        directory = tmp / name
+        getattr(transformers, auto).from_config(config).save_pretrained(directory)
+        data = batches(name, config, 4, batch, seq)
+        tokens = batch * seq
+        unmasked = [{k: v for k, v in b.items() if k != "attention_mask"} for b in data]  # what the Trainer passes
+        variants = {
+            "transformers (sdpa)": (lambda: getattr(transformers, auto).from_pretrained(directory, attn_implementation="sdpa"), data),
+            "hfkit": (lambda: getattr(hfkit, auto).from_pretrained(directory), unmasked),
+            "hfkit + torch.compile": (lambda: torch.compile(getattr(hfkit, auto).from_pretrained(directory)), unmasked),
+            "hfkit + compile (CUDA graphs)": (lambda: torch.compile(getattr(hfkit, auto).from_pretrained(directory),
+                                                                    mode="reduce-overhead"), unmasked),
+        }
+        results = {}
+        for label, (build, inputs) in variants.items():
+            if "graphs" in label and name not in args.graphs.split(","):
+                continue
+            model = build().cuda()
+            ms, spread = time_steps(model, inputs, args.steps)
+            if args.profile and label in ("hfkit", "hfkit + torch.compile"):
+                profile(model, inputs, Path(args.profile) / f"{name}-{label.replace(' ', '_')}.txt")
+            results[label] = tokens / ms * 1000
+            rows.append((name, f"B{batch} × S{seq}", label, ms, results[label], results[label] / results["transformers (sdpa)"], spread))
+            print(rows[-1], flush=True)
+            del model
+            torch.cuda.empty_cache()
+        if name == "bert" and args.trainer:
+            synthetic_tokenizer(directory, config.vocab_size)
+            for compile in (False, True, "reduce-overhead"):
+                rate = trainer_run(directory, batch, 120, compile)["tokens_per_s"]
+                suffix = {False: "", True: " + compile", "reduce-overhead": " + compile (CUDA graphs)"}[compile]
+                rows.append((name, f"B{batch} × S{seq}", f"hfkit Trainer.fit{suffix}",
+                             tokens / rate * 1000, rate, rate / results["transformers (sdpa)"], float("nan")))
+                print(rows[-1], flush=True)
+
+    props = torch.cuda.get_device_properties(0)
+    lines = [(f"Device: {props.name}; torch {torch.__version__}; transformers {transformers.__version__}; "
+              f"{datetime.date.today()}; bf16 autocast, fused AdamW, TF32 on; median of {args.steps} steps after {WARMUP} "
+              "warm-up."),
+             "", "| workload | shape | implementation | ms / step | tokens/s | × transformers | spread |",
+             "|---|---|---|---|---|---|---|"]
+    for name, shape, label, ms, rate, ratio, spread in rows:
+        lines.append(f"| {name} | {shape} | {label} | {ms:.1f} | {rate / 1000:.1f} k | {ratio:.2f} | {spread:.2f} |")
+    print("\n".join(lines))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
