@@ -364,3 +364,13 @@ def test_sampler_groups_by_length():
     assert spread(batches) < 0.1 * spread(batch_indices(lengths, 4, seed=0, epoch=0))  # far tighter than random
     again = batch_indices(lengths, 4, seed=0, epoch=0, group_by_length=True)
     assert again == batches != batch_indices(lengths, 4, seed=0, epoch=1, group_by_length=True)
+
+
+def test_mlm_batch_always_has_a_target():
+    """A short batch where the 15% draw picks nothing still gets one masked token (no NaN loss)."""
+    data = make_task_data("mlm", Tokenizer.from_dir(MINILM), _config(raw={"vocab_size": 30522}), max_length=16,
+                          mlm_probability=0.01)
+    features = data.featurize([{"text": "hello world"}])
+    for seed in range(20):
+        batch = data.collate(features, torch.Generator().manual_seed(seed))
+        assert (batch["labels"] != -100).sum() >= 1

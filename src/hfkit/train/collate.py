@@ -101,6 +101,10 @@ class TaskData:
         shape = input_ids.shape  # (B, T)
         special = torch.isin(input_ids, torch.tensor(self.tokenizer.all_special_ids)) | (attention_mask == 0)
         picked = torch.bernoulli(torch.full(shape, self.mlm_probability).masked_fill(special, 0.0), generator=generator).bool()
+        if not picked.any() and not special.all():  # a batch with no target would give a NaN loss (and NaN weights)
+            candidates = (~special).flatten().nonzero().squeeze(1)
+            choice = candidates[torch.randint(len(candidates), (1,), generator=generator)]
+            picked.view(-1)[choice] = True
         labels = input_ids.masked_fill(~picked, data.IGNORE)
         masked = torch.bernoulli(torch.full(shape, MASK_SHARE), generator=generator).bool() & picked
         randomized = torch.bernoulli(torch.full(shape, RANDOM_SHARE), generator=generator).bool() & picked & ~masked
