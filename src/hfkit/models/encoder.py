@@ -17,12 +17,22 @@ attribute `unpadded` forces either path.
 from __future__ import annotations
 
 from functools import cached_property
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..nn.activations import activation
-from ..nn.attention import VARLEN_DTYPES, VARLEN_WINDOW, PackedBatch, attention, padding_mask, varlen_attn, window_mask
+from ..nn.attention import (
+    VARLEN_DTYPES,
+    VARLEN_WINDOW,
+    PackedBatch,
+    attention,
+    padding_mask,
+    varlen_attn,
+    window_mask,
+)
+from ..nn.compiled import Compiled
 from ..nn.embeddings import TokenEmbeddings
 from ..nn.rope import RotaryTables, apply_rope
 from .base import PreTrainedModel, place
@@ -225,6 +235,19 @@ class EncoderModel(PreTrainedModel):
             states = [packed.repad(s) for s in states] if output_hidden_states else states
         pooled = None if self.pooler_dense is None else torch.tanh(self.pooler_dense(x[:, 0]))  # (B, H)
         return BaseModelOutput(x, pooled, tuple(states) if output_hidden_states else None)
+
+    def compile_layers(self, **options: Any) -> EncoderModel:
+        """Run each layer through torch.compile (default `dynamic=True`: one graph for every batch shape), the
+        attention call inside it; a layer whose compilation fails runs as it is. Opt-in: the first forward pays
+        the compilation (seconds). On an H100, bf16, unpadded: ModernBERT-base 0.56 → 1.33 M tok/s, bert-base
+        2.01 → 2.22 M (benchmarks/RESULTS.md). `uncompile_layers()` undoes it."""
+        options.setdefault("dynamic", True)
+        self.__dict__["blocks"] = [Compiled(getattr(b, "module", b), **options) for b in self.blocks]
+        return self
+
+    def uncompile_layers(self) -> EncoderModel:
+        self.__dict__["blocks"] = [getattr(b, "module", b) for b in self.blocks]
+        return self
 
     @cached_property
     def sentence_modules(self):

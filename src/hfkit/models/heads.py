@@ -42,6 +42,11 @@ class HeadModel(PreTrainedModel):
             self.new_on_base = (*self.new_on_base, top)
         return place(self, path, module)
 
+    def compile_layers(self, **options: Any) -> HeadModel:
+        """The backbone's `compile_layers` (each encoder layer under torch.compile; opt-in)."""
+        self.backbone.compile_layers(**options)
+        return self
+
     def encode(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None, output_hidden_states=False):
         return self.backbone(input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states)
 
