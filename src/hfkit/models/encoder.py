@@ -25,11 +25,11 @@ from torch import nn
 from ..nn.activations import activation
 from ..nn.attention import (
     VARLEN_DTYPES,
-    VARLEN_WINDOW,
     PackedBatch,
     attention,
     padding_mask,
-    varlen_attn,
+    varlen_kernel,
+    varlen_window_supported,
     window_mask,
 )
 from ..nn.compiled import Compiled
@@ -180,11 +180,11 @@ class EncoderModel(PreTrainedModel):
             if choice and not self.can_unpad:
                 raise ValueError(f"{self.family.model_type} has attention-bias terms: it runs padded only (unpadded=True).")
             return bool(choice)
-        if not (self.can_unpad and x.is_cuda and x.dtype in VARLEN_DTYPES and varlen_attn is not None):
+        if not (self.can_unpad and x.is_cuda and x.dtype in VARLEN_DTYPES and varlen_kernel() is not None):
             return False
         if self.training and any(block.attention_dropout > 0 for block in self.blocks):
             return False
-        if not VARLEN_WINDOW and any(block.spec.window is not None for block in self.blocks):
+        if not varlen_window_supported() and any(block.spec.window is not None for block in self.blocks):
             return False
         return attention_mask is not None and not bool(attention_mask.all())
 

@@ -1,5 +1,9 @@
 """Sentence embeddings equal to `SentenceTransformer(folder).encode(texts)`: the folder's modules.json
-(Transformer → Pooling → Dense* → Normalize) read without sentence-transformers; else mean pooling."""
+(Transformer → Pooling → Dense* → Normalize) read without sentence-transformers; else mean pooling.
+
+Speed on CPU is opt-in and lossy: load the model with `dtype="bfloat16"` (AVX512-BF16 GEMMs) and/or
+`hfkit.nn.quantize.quantize_int8(model)` (VNNI int8 GEMMs); bfloat16 attention on the CPU then runs in blocks
+(`nn/attention.py`, `blocked_attention`). float32 stays exact and is the default."""
 
 from __future__ import annotations
 
