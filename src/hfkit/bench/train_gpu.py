@@ -56,21 +56,25 @@ def batches(name: str, config, count: int, batch: int, seq: int) -> list[dict[st
     return out
 
 
+def train_step(model, batch: dict, optimizer) -> None:
+    """The step every implementation runs: forward with labels under bf16 autocast, backward, clip, AdamW."""
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(**batch).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def time_steps(model, data: list[dict], steps: int) -> tuple[float, float]:
     """Median and spread of the step time in ms (after WARMUP steps)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     model.train()
     times = []
     for i in range(WARMUP + steps):
-        batch = data[i % len(data)]
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(model, data[i % len(data)], optimizer)
         end.record()
         end.synchronize()
         if i >= WARMUP:
@@ -87,12 +91,7 @@ def profile(model, data: list[dict], path: Path) -> None:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         for batch in data[:3]:
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                loss = model(**batch).loss
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            train_step(model, batch, optimizer)
         torch.cuda.synchronize()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
