@@ -123,12 +123,12 @@ def pretrain(
     json: Json = False,
 ) -> None:
     """Train a tokenizer and a small causal LM from scratch on your own files, sampling from it as it learns."""
+    from ..train.pretrain import PRETRAIN_DEFAULTS
     from ..train.pretrain import pretrain as run_pretraining
 
     flags = {"epochs": epochs, "max_steps": max_steps, "lr": lr, "batch_size": batch_size, "block_size": block_size,
              "precision": precision}
-    defaults = {"lr": 1e-3, "batch_size": 8, "warmup_ratio": 0.05, "schedule": "cosine"}
-    settings = training_config(train_config, out, **{**(defaults if train_config is None else {}), **{
+    settings = training_config(train_config, out, **{**(PRETRAIN_DEFAULTS if train_config is None else {}), **{
         k: v for k, v in flags.items() if v is not None}})
 
     def show(step: int, text: str) -> None:

@@ -131,3 +131,6 @@ AutoModelForQuestionAnswering = _auto("AutoModelForQuestionAnswering", "question
 AutoModelForMaskedLM = _auto("AutoModelForMaskedLM", "masked-lm")
 AutoModelForPreTraining = _auto("AutoModelForPreTraining", "pretraining")
 AutoModelForCausalLM = _auto("AutoModelForCausalLM", "causal-lm")
+AUTO_CLASSES = {cls.task: cls for cls in (AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                                          AutoModelForQuestionAnswering, AutoModelForMaskedLM, AutoModelForPreTraining,
+                                          AutoModelForCausalLM)}

@@ -42,6 +42,15 @@ def set_rng_state(state: dict[str, Any], generator: torch.Generator) -> None:
     generator.set_state(state["collate"])
 
 
+def checkpoint_dir(output_dir: str | Path, step: int) -> Path:
+    return Path(output_dir) / "checkpoints" / f"step-{step:08d}"
+
+
+def load_weights(path: Path, model, device: torch.device) -> None:
+    """The checkpoint's module state into `model`, strictly (LoRA layers included)."""
+    load_model(model, str(path / "model.safetensors"), strict=True, device=str(device))
+
+
 def checkpoints(output_dir: str | Path) -> list[Path]:
     """The complete checkpoints under output_dir, oldest first."""
     root = Path(output_dir) / "checkpoints"
@@ -58,7 +67,7 @@ def save_checkpoint(output_dir: str | Path, world: World, model, optimizer, sche
         dist.all_gather_object(states, rng_state(generator))  # a trusted process group, not a file
     else:
         states = [rng_state(generator)]
-    path = Path(output_dir) / "checkpoints" / f"step-{state['step']:08d}"
+    path = checkpoint_dir(output_dir, state["step"])
     if world.main:
         with atomic_directory(path, replace=lambda old: (old / "trainer_state.json").is_file()) as tmp:
             save_model(model, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -66,9 +75,9 @@ def save_checkpoint(output_dir: str | Path, world: World, model, optimizer, sche
                         "scaler": scaler.state_dict() if scaler is not None else None}, tmp / "optimizer.pt")
             torch.save(states, tmp / "rng.pt")
             (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
-        kept = {f"step-{protect:08d}"} if protect is not None else set()
+        kept = checkpoint_dir(output_dir, protect) if protect is not None else None
         for old in checkpoints(output_dir)[:-keep]:
-            if old.name not in kept:
+            if old != kept:
                 shutil.rmtree(old, ignore_errors=True)
     world.barrier()
     return path if world.main else None
@@ -77,7 +86,7 @@ def save_checkpoint(output_dir: str | Path, world: World, model, optimizer, sche
 def load_checkpoint(path: Path, world: World, model, optimizer, scheduler, scaler,
                     generator: torch.Generator) -> dict[str, Any]:
     """Restore everything `save_checkpoint` wrote into the live objects; returns the trainer state."""
-    load_model(model, str(path / "model.safetensors"), strict=True, device=str(world.device))
+    load_weights(path, model, world.device)
     saved = torch.load(path / "optimizer.pt", map_location=world.device, weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])

@@ -14,6 +14,9 @@ from ..errors import ConfigError
 from .config import TrainingConfig
 from .tokenizer_training import expand_files, tokenizer_special_ids, train_bpe_tokenizer
 
+# A small model from scratch learns with a larger lr than a fine-tune: TrainingConfig's defaults for pretraining.
+PRETRAIN_DEFAULTS = {"lr": 1e-3, "batch_size": 8, "warmup_ratio": 0.05, "schedule": "cosine"}
+
 
 def read_documents(paths: Sequence[Path]) -> list[dict[str, str]]:
     """One `{"text"}` row per readable, non-empty file."""
@@ -78,7 +81,7 @@ def pretrain(files: Sequence[str | Path], model_config: dict[str, Any] | str | P
     paths = expand_files(files)
     tokenizer = train_bpe_tokenizer(paths, tokenizer_vocab, out / "tokenizer")
     model = model_from_config(model_config, tokenizer)
-    config = config or TrainingConfig(lr=1e-3, batch_size=8, warmup_ratio=0.05, schedule="cosine")
+    config = config or TrainingConfig(**PRETRAIN_DEFAULTS)
     if config.output_dir is None:
         config.output_dir = str(out)
     callbacks = [sampler(prompt or tokenizer.bos_token or "", sample_every, sample_tokens, show)] if sample_every else []

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import ConfigError
+from .collate import HEAD_TASKS
 from .config import TrainingConfig
 from .data import load_rows
 
-HEAD_OF_TASK = {"classify": "sequence-classification", "ner": "token-classification", "qa": "question-answering",
-                "mlm": "masked-lm", "causal-lm": "causal-lm"}
+HEAD_OF_TASK = {task: head for head, task in HEAD_TASKS.items()}  # "classify" → "sequence-classification"
 
 
 def labels_in(task: str, rows) -> list[str] | None:
@@ -36,12 +36,12 @@ def labels_in(task: str, rows) -> list[str] | None:
 
 def model_for_training(task: str, name_or_path: str, rows, **load: Any):
     """Load the task's head on `name_or_path`; a classifier gets the data's labels unless it already knows them."""
-    from ..models import auto as autos
+    from ..config import read_config_json
+    from ..models.auto import AUTO_CLASSES
 
     if task not in HEAD_OF_TASK:
         raise ConfigError(f"Unknown task {task!r}; hfkit trains: {', '.join(HEAD_OF_TASK)}.")
-    auto = next(cls for cls in vars(autos).values()
-                if isinstance(cls, type) and issubclass(cls, autos.AutoModelBase) and cls.task == HEAD_OF_TASK[task])
+    auto = AUTO_CLASSES[HEAD_OF_TASK[task]]
     names = labels_in(task, rows)
     if names is None and task == "classify":  # integer labels: as many classes as the largest id + 1
         ids = [row.get("label") for row in rows if type(row.get("label")) is int]
@@ -50,17 +50,11 @@ def model_for_training(task: str, name_or_path: str, rows, **load: Any):
     if names is None:
         return auto.from_pretrained(name_or_path, **load)
     target, directory = auto.class_for(name_or_path)
-    known = target.family.read_config(_raw(directory)).label2id if task in ("classify", "ner") else {}
+    known = target.family.read_config(read_config_json(directory)).label2id if task in ("classify", "ner") else {}
     if set(names) <= set(known or {}):
         return target.from_pretrained(directory, **load)
     return target.from_pretrained(directory, num_labels=len(names), id2label=dict(enumerate(names)),
                                   label2id={n: i for i, n in enumerate(names)}, ignore_mismatched_sizes=True, **load)
-
-
-def _raw(directory):
-    from ..config import read_config_json
-
-    return read_config_json(directory)
 
 
 def train(task: str, model: str, train_data, eval_data=None, config: TrainingConfig | None = None,

@@ -21,7 +21,13 @@ import torch
 
 from ..errors import ConfigError
 from . import metrics
-from .checkpoint import checkpoints, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    checkpoint_dir,
+    checkpoints,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from .collate import make_task_data, task_of
 from .config import TrainingConfig
 from .data import load_rows
@@ -275,10 +281,7 @@ class Trainer:
         """Load the best evaluated weights (when asked and saved) and export the result to output_dir/model."""
         out = self.config.output_dir
         if out and self.config.load_best_at_end and state["best_step"] not in (None, state["step"]):
-            best = Path(out) / "checkpoints" / f"step-{state['best_step']:08d}"
-            from safetensors.torch import load_model
-
-            load_model(self.model, str(best / "model.safetensors"), strict=True, device=str(self.world.device))
+            load_weights(checkpoint_dir(out, state["best_step"]), self.model, self.world.device)
         if out and self.world.main:
             if getattr(self.model, "lora_config", None) is not None:
                 self.model.save_adapter(Path(out) / "adapter")
