@@ -58,7 +58,11 @@ def save_pretrained(model, out_dir, max_shard_size: int | str = "2GB", dtype: st
     [default: the folder the model was loaded from]. base_model: the Hub id for the model card.
     """
     from .lora import has_lora
+    from .nn.quantize import is_quantized
 
+    if is_quantized(model):
+        raise ExportError("This model is int8-quantized (inference only): export it before quantizing, or load the "
+                          "checkpoint again.")
     if has_lora(model):
         raise ExportError("This model has unmerged LoRA layers: call model.merge_lora() first to export a plain "
                           "checkpoint, or model.save_adapter(dir) to save the adapter alone.")

@@ -1,6 +1,6 @@
 """Greedy decode throughput on one CUDA GPU: a Llama-3.2-1B-shaped model (random init, bf16), batch 1, 128-token
-prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, all in
-this one process on the same weights and prompt.
+prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, and
+static + compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
 synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph
@@ -22,6 +22,7 @@ import transformers
 
 import hfkit
 from hfkit.generation import generate_tokens
+from hfkit.nn.quantize import quantize_weights_int8
 
 
 def llama_1b_config() -> transformers.LlamaConfig:
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None):
     with tempfile.TemporaryDirectory() as tmp:
         reference.save_pretrained(tmp)
         ours = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
+        ours_int8 = quantize_weights_int8(hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda"))
     reference = reference.cuda().eval()
     ids = torch.randint(5, config.vocab_size - 1, (1, args.prompt), generator=torch.Generator().manual_seed(1)).cuda()
     mask = torch.ones_like(ids)
@@ -67,8 +69,8 @@ def main(argv: list[str] | None = None):
         kw = {} if cache == "dynamic" else {"cache_implementation": "static"}
         return lambda n: reference.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, **kw)
 
-    def ours_(cache, compile=False):
-        return lambda n: generate_tokens(ours, ids, mask, max_new_tokens=n, eos_token_id=None, cache=cache, compile=compile)
+    def ours_(cache, compile=False, model=ours):
+        return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=None, cache=cache, compile=compile)
 
     variants = {
         "transformers, dynamic cache": hf("dynamic"),
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None):
         "hfkit, dynamic cache": ours_("dynamic"),
         "hfkit, static cache": ours_("static"),
         "hfkit, static cache + compile (reduce-overhead)": ours_("static", True),
+        "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
     if args.only:
         variants = {k: v for k, v in variants.items() if any(s in k for s in args.only.split("|"))}
@@ -118,6 +121,10 @@ def main(argv: list[str] | None = None):
         same = "" if base is None else str(int((new == base[0, args.prompt:]).cumprod(0).sum()))
         rows.append((name, (args.new - 1) / decode, decode * 1e3 / (args.new - 1), statistics.median(t[2] for t in ts) * 1e3,
                      spread, same))
+    with torch.inference_mode():  # what int8 weights cost: the prompt's next-token logits against bf16 weights
+        exact, lossy = (m(ids, mask).logits[0].float() for m in (ours, ours_int8))  # (T, V)
+    cosine = torch.nn.functional.cosine_similarity(exact, lossy, dim=-1)
+    top1 = (exact.argmax(-1) == lossy.argmax(-1)).float().mean()
     gpu = torch.cuda.get_device_name()
     lines = [
         f"Device: {gpu}; torch {torch.__version__}, transformers {transformers.__version__}, "
@@ -129,6 +136,9 @@ def main(argv: list[str] | None = None):
         "| variant | decode tok/s | ms / token | prefill + 1 token (ms) | spread | leading new tokens equal to hfkit static |",
         "| --- | --- | --- | --- | --- | --- |",
         *[f"| {n} | {tps:.0f} | {ms:.3f} | {pre:.1f} | {sp:.1%} | {same} |" for n, tps, ms, pre, sp, same in rows],
+        "",
+        (f"int8 weights vs bf16 on the prompt's {args.prompt} positions: logits cosine min {cosine.min():.4f} / mean "
+         f"{cosine.mean():.4f}, top-1 equal {top1:.1%} (random init: near-flat logits make top-1 a strict check)."),
     ]
     print("\n".join(lines))
 

@@ -1,5 +1,7 @@
-"""Int8 inference on CPU: the Linear layers as int8 × int8 → int32 matrix products (`torch._int_mm`, the
-CPU's VNNI dot-product instructions through oneDNN), an opt-in, lossy speed-up.
+"""Int8 inference, two opt-in, lossy schemes that share the per-output-channel weight quantization.
+
+`quantize_int8` (CPU, `Int8Linear`): the Linear layers as int8 × int8 → int32 matrix products (`torch._int_mm`, the
+CPU's VNNI dot-product instructions through oneDNN).
 
     W ≈ q_w · s_w    q_w int8 (out, in), s_w (out,)  one scale per output channel, fixed at quantize time
     x ≈ q_x · s_x    q_x int8 (M, in),   s_x (M, 1)   one scale per row (token), computed at every call
@@ -13,6 +15,15 @@ gives 0.83 there: a few hidden channels are outliers). Row scaling and rescaling
     model = hfkit.AutoModel.from_pretrained(name, dtype="bfloat16")
     quantize_int8(model)          # in place: the feed-forward nn.Linear layers become Int8Linear
     model.embed(texts)
+
+`quantize_weights_int8` (any device, `Int8WeightLinear`): int8 weights only, activations stay in the model's dtype,
+y = (x · q_wᵀ) · s_w + b. For memory-bound decoding: a batch-1 decode step streams every weight once per token, and
+under torch.compile the int8 → bfloat16 cast fuses into the matrix-vector kernel, so the step reads half the bytes
+(gpt-fast's int8 scheme). Eager, each call materialises the cast weight: slower than bfloat16 outside compiled steps.
+
+    model = hfkit.AutoModelForCausalLM.from_pretrained(name, dtype="bfloat16", device="cuda")
+    quantize_weights_int8(model)  # every Linear (and GPT-2 Conv1D), the LM head included; embeddings stay
+    model.generate(prompt, cache="static")   # the compiled CUDA-graph decode step
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ import warnings
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import HfkitError
@@ -30,6 +42,13 @@ QMAX = 127  # symmetric int8: -127..127, so that -q is representable
 
 class QuantizationError(HfkitError, ValueError):
     """A model or option int8 quantization cannot take."""
+
+
+def quantize_channels(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(out, in) float weight → (out, in) int8 and (out,) float32 scales, W ≈ q · s, one scale per output channel."""
+    weight = weight.detach().float()
+    scale = weight.abs().amax(1).clamp(min=1e-12) / QMAX  # (out,)
+    return (weight / scale[:, None]).round().clamp(-QMAX, QMAX).to(torch.int8), scale
 
 
 def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,11 +106,10 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, compile: bool = True) -> Int8Linear:
-        weight = linear.weight.detach().float()  # (out, in)
-        scale = weight.abs().amax(1).clamp(min=1e-12) / QMAX  # (out,)
+        q, scale = quantize_channels(linear.weight)  # (out, in), (out,)
         module = cls(linear.in_features, linear.out_features, linear.bias is not None, compile)
-        module.to(weight.device)
-        module.weight_int8.copy_((weight / scale[:, None]).round().clamp(-QMAX, QMAX).to(torch.int8).T)
+        module.to(q.device)
+        module.weight_int8.copy_(q.T)
         module.weight_scale.copy_(scale)
         if linear.bias is not None:
             module.bias.copy_(linear.bias.detach().float())
@@ -114,12 +132,55 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class Int8WeightLinear(nn.Module):
+    """A Linear (or GPT-2 Conv1D) with int8 weights per output channel; activations stay in their dtype.
+
+    Buffers: `weight_int8` (out, in), `weight_scale` (out,) and `bias` (out,) in the layer's dtype. Inference only."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool, dtype: torch.dtype, device=None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.register_buffer("weight_int8", torch.zeros(out_features, in_features, dtype=torch.int8, device=device))
+        self.register_buffer("weight_scale", torch.ones(out_features, dtype=dtype, device=device))
+        self.register_buffer("bias", torch.zeros(out_features, dtype=dtype, device=device) if bias else None)
+
+    @classmethod
+    def from_layer(cls, layer: nn.Module) -> Int8WeightLinear:
+        """From an nn.Linear (weight (out, in)) or a Conv1D (weight (in, out))."""
+        weight = layer.weight if isinstance(layer, nn.Linear) else layer.weight.T  # (out, in)
+        module = cls(layer.in_features, layer.out_features, layer.bias is not None, weight.dtype, weight.device)
+        q, scale = quantize_channels(weight)
+        module.weight_int8.copy_(q)
+        module.weight_scale.copy_(scale)
+        if layer.bias is not None:
+            module.bias.copy_(layer.bias.detach())
+        return module
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """(out, in) float32: the weight this layer multiplies by."""
+        return self.weight_int8.float() * self.weight_scale.float()[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) → (..., out)
+        y = F.linear(x, self.weight_int8.to(x.dtype)) * self.weight_scale.to(x.dtype)  # the cast fuses when compiled
+        return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
 def _swap(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
     """Put `new` wherever `old` is registered or referenced (hfkit layers call their parts through plain attributes)."""
     for module in list(model.modules()):
         for table in (module._modules, module.__dict__):
             for name in [name for name, value in table.items() if value is old]:
                 table[name] = new
+
+
+def _check_quantizable(model: nn.Module) -> None:
+    if is_quantized(model):
+        raise QuantizationError("This model is already int8-quantized.")
+    if any(type(m).__name__ == "LoraLinear" for m in model.modules()):
+        raise QuantizationError("Merge the LoRA adapters first (hfkit.lora.merge_lora), then quantize.")
 
 
 FEED_FORWARD = ("ffn_in", "ffn_out")  # the shared encoder's references to its feed-forward projections
@@ -144,10 +205,7 @@ def quantize_int8(model: nn.Module, layers: str = "feed-forward", compile: bool 
         raise QuantizationError(f"layers must be one of {LAYER_CHOICES}, got {layers!r}.")
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise QuantizationError("int8 quantization runs on CPU only: load the model with device='cpu'.")
-    if any(isinstance(m, Int8Linear) for m in model.modules()):
-        raise QuantizationError("This model is already int8-quantized.")
-    if any(type(m).__name__ == "LoraLinear" for m in model.modules()):
-        raise QuantizationError("Merge the LoRA adapters first (hfkit.lora.merge_lora), then quantize.")
+    _check_quantizable(model)
     linears = [m for m in model.modules() if type(m) is nn.Linear]
     if layers == "feed-forward":
         wanted = _feed_forward_linears(model)
@@ -160,5 +218,20 @@ def quantize_int8(model: nn.Module, layers: str = "feed-forward", compile: bool 
     return model.eval()
 
 
+def quantize_weights_int8(model: nn.Module) -> nn.Module:
+    """Replace every nn.Linear and GPT-2 Conv1D of `model` (in place) by an `Int8WeightLinear`; returns `model`, in
+    eval mode. Embeddings stay as they are: a head tied to them gets its own int8 copy. Any device and float dtype.
+    Meant for compiled decoding (module doc); inference only: it cannot be trained or saved as a checkpoint."""
+    from .conv1d import Conv1D
+
+    _check_quantizable(model)
+    layers = [m for m in model.modules() if type(m) in (nn.Linear, Conv1D)]
+    if not layers:
+        raise QuantizationError(f"{type(model).__name__} has no Linear layers to quantize.")
+    for layer in layers:
+        _swap(model, layer, Int8WeightLinear.from_layer(layer))
+    return model.eval()
+
+
 def is_quantized(model: nn.Module) -> bool:
-    return any(isinstance(m, Int8Linear) for m in model.modules())
+    return any(isinstance(m, (Int8Linear, Int8WeightLinear)) for m in model.modules())

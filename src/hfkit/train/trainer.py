@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ..errors import ConfigError
+from ..nn.quantize import is_quantized
 from . import metrics
 from .checkpoint import (
     checkpoint_dir,
@@ -57,6 +58,8 @@ class Trainer:
     def __init__(self, model, config: TrainingConfig | None = None, train_data=None, eval_data=None, *,
                  tokenizer=None, task: str | None = None, device: str | torch.device | None = None,
                  callbacks: Sequence[Callback] = ()):
+        if is_quantized(model):
+            raise ConfigError("This model is int8-quantized (inference only): train the model before quantizing it.")
         self.config = config or TrainingConfig()
         self.world = setup_world(device)
         self.task = task or task_of(model)
