@@ -50,3 +50,23 @@ def test_inductor_on_cuda_unpadded_bf16(tmp_path):
         compiled = model.compile_layers()(**batch).last_hidden_state.float()
     keep = batch["attention_mask"].bool()
     assert (compiled - plain)[keep].abs().max() <= 0.05 * plain[keep].abs().max()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model_type", ["bert", "modernbert"])
+def test_compiled_layers_trace_whole_on_cuda(tmp_path, model_type):
+    """The varlen kernel and the rotary tables reach the layers ready: no graph break around the attention call and
+    no recompilation per layer or batch shape (ModernBERT once hit the recompile limit and ran layers eagerly)."""
+    from torch._dynamo.utils import counters
+
+    model = load(tmp_path, model_type).to("cuda", torch.bfloat16)
+    torch._dynamo.reset()
+    counters.clear()
+    model.compile_layers()
+    batch = {k: v.cuda() for k, v in padded_batch(model.config).items()}
+    with torch.inference_mode():
+        for cut in (0, 1, 2):  # three batch shapes
+            model(**{k: v[cut:] for k, v in batch.items()}, unpadded=True)
+    assert not counters["graph_break"]
+    kinds = {(block.spec.window, block.pre_norm and type(block.attn_norm).__name__) for block in model.blocks}
+    assert counters["stats"]["unique_graphs"] <= len(kinds) + 1  # one per layer kind (+ a dynamic-shape retrace)

@@ -34,7 +34,7 @@ from ..nn.attention import (
 )
 from ..nn.compiled import Compiled
 from ..nn.embeddings import TokenEmbeddings
-from ..nn.rope import RotaryTables, apply_rope
+from ..nn.rope import apply_rope, rotary_tables
 from .base import PreTrainedModel, place
 from .family import AttentionSpec, Family, LayerNames, NormPosition
 from .outputs import BaseModelOutput
@@ -80,7 +80,7 @@ class EncoderLayer(nn.Module):
         # built last: it may reuse the layer's own projections (DeBERTa's share_att_key)
         self.attention_bias = family.attention_bias(config, self) if family.attention_bias else None
 
-    def forward(self, x: torch.Tensor, mask, context=None, rope: RotaryTables | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask, context=None, rope: dict | None = None) -> torch.Tensor:
         """x: (B, T, H) padded, with `mask` a padded mask (or None), or (N, H) packed tokens, with `mask` the
         batch's PackedBatch; one code path for both, the attention call dispatching on what it is given."""
         *lead, H = x.shape  # (B, T) or (N,)
@@ -94,7 +94,7 @@ class EncoderLayer(nn.Module):
         if padded:
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd); packed: (N, nh, hd)
         if self.spec.rope_theta is not None:
-            q, k = apply_rope(q, k, *rope(self.spec.rope_theta))  # cos/sin (B|1, T, hd) or (N, hd)
+            q, k = apply_rope(q, k, *rope[self.spec.rope_theta])  # cos/sin (B|1, T, hd) or (N, hd)
         divisor = None
         if self.attention_bias is not None:
             q, k = q.contiguous(), k.contiguous()  # one copy, shared by the bias and the attention
@@ -216,14 +216,15 @@ class EncoderModel(PreTrainedModel):
             x, mask, context = hooks.begin(x, attention_mask)
         T = T if packed is not None else x.shape[1]
         masks = {None: mask}  # window → mask: (B, 1, 1, T) additive, (B|1, 1, T, T) boolean, None, or a PackedBatch
-        rope = RotaryTables(self.config.hidden_size // self.config.num_attention_heads, position_ids, x.dtype)
+        thetas = {block.spec.rope_theta for block in self.blocks if block.spec.rope_theta is not None}
+        rope = rotary_tables(self.config.hidden_size // self.config.num_attention_heads, thetas, position_ids, x.dtype)
         states = [x]
         for step, index in enumerate(self.order):
             block = self.blocks[index]
             window = block.spec.window
             if window not in masks:
                 masks[window] = packed.windowed(window) if packed is not None else window_mask(attention_mask, T, window, x.device)
-            x = block(x, masks[window], context, rope)  # rope: cos/sin per theta, built on first use
+            x = block(x, masks[window], context, rope)  # rope: theta → cos/sin
             if hooks is not None:
                 x = hooks.after_layer(step, x, context)
             states.append(x)

@@ -206,10 +206,16 @@ class PackedBatch:
 
     indices: (N,) flat positions b·T + t of the real tokens; cu_seqlens: (B+1,) int32 offsets of each row's tokens
     in the packed order; max_len: the longest row; keep: the (B, T) boolean attention mask; window: the sliding
-    window (|i - j| <= window) of the layer this descriptor is handed to, None: full attention."""
+    window (|i - j| <= window) of the layer this descriptor is handed to, None: full attention.
+
+    kernel / kernel_takes_window: varlen_attn (None on CPU or without it) and whether it takes window_size, looked
+    up once here, outside the layers: compiled layers then trace no lookup (`globals()`, `inspect`), which would
+    break their graph around every attention call."""
 
     def __init__(self, indices, cu_seqlens, max_len: int, keep, window: int | None = None):
         self.indices, self.cu_seqlens, self.max_len, self.keep, self.window = indices, cu_seqlens, max_len, keep, window
+        self.kernel = varlen_kernel() if keep.is_cuda else None
+        self.kernel_takes_window = self.kernel is not None and varlen_window_supported()
 
     @classmethod
     def from_mask(cls, attention_mask: torch.Tensor) -> "PackedBatch":  # (B, T) 1 = token, 0 = pad
@@ -246,14 +252,13 @@ def packed_attention(
 ) -> torch.Tensor:  # (N, H, D)
     """Attention within each packed sequence (and its window): varlen_attn where it runs, else the padded path."""
     window = packed.window
-    varlen_attn = varlen_kernel() if q.is_cuda else None
-    if (varlen_attn is not None and q.dtype in VARLEN_DTYPES and dropout_p == 0.0
-            and (window is None or varlen_window_supported())):
+    if (packed.kernel is not None and q.dtype in VARLEN_DTYPES and dropout_p == 0.0
+            and (window is None or packed.kernel_takes_window)):
         kwargs = {"scale": scale}
         if window is not None:
             kwargs["window_size"] = (window, window)
         n = packed.max_len
-        return varlen_attn(q, k, v, packed.cu_seqlens, packed.cu_seqlens, n, n, **kwargs)
+        return packed.kernel(q, k, v, packed.cu_seqlens, packed.cu_seqlens, n, n, **kwargs)
     B, T = packed.shape
     heads_first = lambda t: packed.repad(t).transpose(1, 2)  # (B, H, T, D)
     if window is None:

@@ -1,8 +1,8 @@
 """Rotary position embeddings (RoPE): cos/sin tables per base `theta`, applied to queries and keys.
 
 A stack may use several bases (ModernBERT: a global theta on full-attention layers, a local one on
-sliding-window layers); `RotaryTables` builds each base's table once per forward and hands it to every
-layer that asks for that base.
+sliding-window layers); `rotary_tables` builds each base's table once per forward, before the layers (so a
+compiled layer only reads them), and every layer takes its base's.
 """
 
 from __future__ import annotations
@@ -54,14 +54,11 @@ def apply_rope(
     return rotate(q), rotate(k)
 
 
-class RotaryTables:
-    """The cos/sin tables of one forward pass, built lazily once per distinct theta."""
-
-    def __init__(self, dim: int, position_ids: torch.Tensor, dtype: torch.dtype):
-        self.dim, self.position_ids, self.dtype = dim, position_ids, dtype
-        self.tables: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def __call__(self, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-        if theta not in self.tables:
-            self.tables[theta] = rope_tables(self.dim, theta, self.position_ids, self.dtype)
-        return self.tables[theta]
+def rotary_tables(
+    dim: int,
+    thetas: set[float],
+    position_ids: torch.Tensor,  # (B, T), (1, T) or (N,) packed
+    dtype: torch.dtype,
+) -> dict[float, tuple[torch.Tensor, torch.Tensor]]:  # theta → cos, sin (B|1, T, dim) or (N, dim)
+    """The cos/sin tables of one forward pass, one per base `theta` the layers use."""
+    return {theta: rope_tables(dim, theta, position_ids, dtype) for theta in sorted(thetas)}
