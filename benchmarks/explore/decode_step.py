@@ -2,8 +2,9 @@
 
 (a) generate_tokens end to end; (b) the compiled step alone replayed in a tight loop (no processors, no argmax on
 the host side); (c) the same with q|k|v and gate|up fused into single GEMVs (weights concatenated in a copy).
+--int8: the model under quantize_weights_int8 (no fused variant); --profile: the kernels of 50 step replays.
 
-    PYTHONPATH=src python benchmarks/explore/decode_step.py [--tuning]
+    PYTHONPATH=src python benchmarks/explore/decode_step.py [--tuning] [--int8] [--profile]
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import hfkit
 from hfkit.bench.decode_gpu import llama_1b_config
 from hfkit.generation import generate_tokens
 from hfkit.generation.static_cache import compiled_step, decode_static, prefill_static, static_cache_for
+from hfkit.nn.quantize import quantize_weights_int8
 
 
 def loop_ms(fn, n=200) -> float:
@@ -32,6 +34,27 @@ def loop_ms(fn, n=200) -> float:
         torch.cuda.synchronize()
         times.append(start.elapsed_time(end) / n)
     return statistics.median(times)
+
+
+def kernel_table(replay, steps: int = 50) -> str:
+    """GPU kernels of `steps` replays: total, launches, and the top kernels (per step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            replay()
+        torch.cuda.synchronize()
+    kernels: dict[str, list[float]] = {}
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            entry = kernels.setdefault(event.name, [0.0, 0])
+            entry[0] += event.device_time_total
+            entry[1] += 1
+    total = sum(us for us, _ in kernels.values()) / steps
+    lines = [f"per step: {total / 1e3:.3f} ms of kernels, {sum(n for _, n in kernels.values()) / steps:.0f} launches"]
+    for name, (us, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:25]:
+        lines.append(f"  {us / steps:8.1f} us  {n / steps:5.1f}x  {name[:120]}")
+    return "\n".join(lines)
 
 
 def fuse(model) -> None:
@@ -50,6 +73,8 @@ def fuse(model) -> None:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tuning", action="store_true")
+    parser.add_argument("--int8", action="store_true")
+    parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     if args.tuning:
         torch._inductor.config.coordinate_descent_tuning = True
@@ -60,9 +85,12 @@ def main():
         reference.save_pretrained(tmp)
         model = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
     del reference
+    if args.int8:
+        quantize_weights_int8(model)
     ids = torch.randint(5, config.vocab_size - 1, (1, 128), generator=torch.Generator().manual_seed(1)).cuda()
     mask = torch.ones_like(ids)
-    for label, prepare in (("separate projections", lambda: None), ("fused q|k|v, gate|up", lambda: fuse(model))):
+    variants = (("separate projections", lambda: None), ("fused q|k|v, gate|up", lambda: fuse(model)))
+    for label, prepare in variants[:1] if args.int8 else variants:
         prepare()
         full = lambda: generate_tokens(model, ids, mask, max_new_tokens=256, eos_token_id=None, cache="static")
         one = lambda: generate_tokens(model, ids, mask, max_new_tokens=1, eos_token_id=None, cache="static")
@@ -84,6 +112,8 @@ def main():
                 kv.filled.fill_(128)  # stay inside the cache
 
             replay_ms = loop_ms(replay)
+            if args.profile:
+                print(kernel_table(replay))
         print(f"{label}: generate {1 / per_token * 1000:.0f} tok/s ({per_token:.3f} ms/token); "
               f"compiled step replay alone {replay_ms:.3f} ms ({1 / replay_ms * 1000:.0f} /s)", flush=True)
 

@@ -25,6 +25,13 @@ CATEGORIES = (("GEMM", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "sm90", "s
               ("fused Triton", ("triton",)))
 
 
+COMPILE_VARIANTS = {  # label → compile_layers() options
+    "dynamic": {},
+    "dynamic, coordinate-descent tuning": {"options": {"coordinate_descent_tuning": True}},
+    "dynamic, max-autotune-no-cudagraphs": {"mode": "max-autotune-no-cudagraphs"},
+}
+
+
 def category(name: str) -> str:
     low = name.lower()
     return next((label for label, keys in CATEGORIES if any(k in low for k in keys)), "other")
@@ -81,8 +88,10 @@ def explore(label: str, config, repeats: int) -> None:
     seqs, real = make_ids(lengths, config.vocab_size), int(lengths.sum())
     budgets = {b: budget_batches(seqs, pad, b) for b in (16384, 32768, 65536, 131072)}
     plain = list(model.blocks)
-    compiled = {"dynamic": model.compile_layers().blocks}
-    model.uncompile_layers()
+    compiled = {}
+    for opt, options in COMPILE_VARIANTS.items():
+        compiled[opt] = model.compile_layers(**options).blocks
+        model.uncompile_layers()
 
     def run(blocks):
         def forward(batch):
@@ -91,7 +100,8 @@ def explore(label: str, config, repeats: int) -> None:
         return forward
 
     variants = [(f"unpadded, budget {b}", run(plain), b) for b in (32768,)]
-    variants += [(f"compile_layers({opt}), budget {b}", run(blocks), b) for opt, blocks in compiled.items() for b in budgets]
+    variants += [(f"compile_layers({opt}), budget {b}", run(blocks), b) for opt, blocks in compiled.items() for b in budgets
+                 if opt == "dynamic" or b in (32768, 131072)]
     times = defaultdict(list)
     with torch.inference_mode():
         for name, fn, b in variants:
@@ -105,7 +115,8 @@ def explore(label: str, config, repeats: int) -> None:
         med = statistics.median(times[name])
         print(f"  {name:60s} {len(budgets[b]):3d} batches  {med * 1e3:7.1f} ms  {real / med / 1e6:5.2f} M tok/s")
     print(f"\n### profile: compile_layers(dynamic), budget 32768\n{profile_pass(run(compiled['dynamic']), budgets[32768])}")
-    print(f"\n### profile: plain unpadded, budget 32768\n{profile_pass(run(plain), budgets[32768])}")
+    for opt in list(compiled)[1:]:
+        print(f"\n### profile: compile_layers({opt}), budget 32768\n{profile_pass(run(compiled[opt]), budgets[32768])}")
     print(attention_windows(budgets[32768][0], config))
     from torch._dynamo.utils import counters
 

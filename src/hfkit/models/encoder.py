@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nn.activations import activation
+from ..nn.activations import GELU_NAMES, activation, linear_gelu
 from ..nn.attention import (
     VARLEN_DTYPES,
     PackedBatch,
@@ -34,6 +34,7 @@ from ..nn.attention import (
 )
 from ..nn.compiled import Compiled
 from ..nn.embeddings import TokenEmbeddings
+from ..nn.mlp import MLPKind
 from ..nn.rope import apply_rope, rotary_tables
 from .base import PreTrainedModel, place
 from .family import AttentionSpec, Family, LayerNames, NormPosition
@@ -72,6 +73,7 @@ class EncoderLayer(nn.Module):
         for ref, (path, module) in parts.items():  # a plain reference: each weight keeps one key
             self.__dict__[ref] = place(self, path, module) if path else nn.Identity()
         self.act = activation(config.hidden_act)
+        self.gelu_epilogue = self.mlp_kind is MLPKind.PLAIN and config.hidden_act in GELU_NAMES  # see linear_gelu
         rate = lambda name: getattr(config, name) if name else 0.0
         self.attention_dropout = rate(family.dropouts.attention)
         self.attn_out_dropout = nn.Dropout(rate(family.dropouts.attn_out))
@@ -108,7 +110,10 @@ class EncoderLayer(nn.Module):
         a = self.attn_out_dropout(self.attn_out(a))
         x = x + a if self.pre_norm else self.attn_norm(x + a)
         h = self.ffn_norm(x) if self.pre_norm else x
-        f = self.ffn_out_dropout(self.ffn_out(self.ffn_inner_dropout(self.mlp_kind.inner(self.ffn_in(h), self.act))))
+        inner = linear_gelu(h, self.ffn_in) if self.gelu_epilogue else None
+        if inner is None:
+            inner = self.mlp_kind.inner(self.ffn_in(h), self.act)
+        f = self.ffn_out_dropout(self.ffn_out(self.ffn_inner_dropout(inner)))
         return x + f if self.pre_norm else self.ffn_norm(x + f)
 
 
