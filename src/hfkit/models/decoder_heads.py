@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn.linear_cross_entropy import linear_cross_entropy
 from .base import PreTrainedModel, place
 from .decoder import KVCache
 from .heads import sequence_classification_loss
@@ -31,7 +32,7 @@ class LastTokenClassifier:
 # Outputs, with transformers' field names.
 @dataclass
 class CausalLMOutputWithPast:
-    logits: torch.Tensor  # (B, T, V)
+    logits: torch.Tensor | None  # (B, T, V); None when the loss was computed chunked (DecoderForCausalLM.chunked_loss)
     loss: torch.Tensor | None = None
     past_key_values: "KVCache | None" = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
@@ -64,6 +65,10 @@ class DecoderHeadModel(PreTrainedModel):
 
 class DecoderForCausalLM(DecoderHeadModel):
     task = "causal-lm"
+    # True: given labels, the loss comes from the hidden states chunk by chunk (nn/linear_cross_entropy.py) and the
+    # output's logits are None: the (B, T, V) logits are never built, for training memory (Llama-3-shaped B8 × S1024
+    # eager: 12.6 → 5.6 GB at 2048-row chunks, +12 % time; torch.compile's plain loss is as small and faster).
+    chunked_loss: bool = False
 
     def __init__(self, config):
         super().__init__(config)
@@ -83,9 +88,13 @@ class DecoderForCausalLM(DecoderHeadModel):
                 logits_to_keep: int = 0) -> CausalLMOutputWithPast:
         out = self.model(input_ids, attention_mask, position_ids, past_key_values, use_cache, output_hidden_states, inputs_embeds)
         h = out.last_hidden_state[:, -logits_to_keep:] if logits_to_keep else out.last_hidden_state
+        cap = getattr(self.config, "final_logit_softcapping", None)  # Gemma 2
+        if labels is not None and self.chunked_loss and type(self.lm_head) is nn.Linear:
+            targets = shifted_labels(labels).reshape(-1).to(h.device)  # (B·T,)
+            loss = linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.lm_head.weight, targets, softcap=cap)
+            return CausalLMOutputWithPast(None, loss, out.past_key_values, out.hidden_states)
         logits = self.lm_head(h)  # (B, T, V)
-        cap = getattr(self.config, "final_logit_softcapping", None)
-        if cap is not None:  # Gemma 2
+        if cap is not None:
             logits = torch.tanh(logits / cap) * cap
         loss = None if labels is None else causal_lm_loss(logits, labels)
         return CausalLMOutputWithPast(logits, loss, out.past_key_values, out.hidden_states)
@@ -103,9 +112,14 @@ class DecoderForCausalLM(DecoderHeadModel):
         return chat(self, self.tokenizer, messages, max_new_tokens=max_new_tokens, stream=stream, **kwargs)
 
 
+def shifted_labels(labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:  # (B, T)
+    """Token t's target is label t+1 (labels are the inputs, unshifted); the last position has none."""
+    return F.pad(labels, (0, 1), value=ignore_index)[:, 1:]
+
+
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
-    """Cross-entropy of token t's logits against label t+1 (labels are the inputs, unshifted)."""
-    shifted = F.pad(labels, (0, 1), value=ignore_index)[:, 1:]  # (B, T)
+    """Cross-entropy of token t's logits against label t+1."""
+    shifted = shifted_labels(labels, ignore_index)  # (B, T)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), shifted.reshape(-1).to(logits.device),
                            ignore_index=ignore_index)
 

@@ -36,6 +36,7 @@ class TrainingConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (with a GradScaler) | auto (bf16 on a CUDA device that has it)
     compile: bool | str = False  # torch.compile the model: True, or a mode ("reduce-overhead": CUDA graphs)
     pad_to_multiple_of: int | None = None  # pad batches to a multiple of this (fewer shapes to compile)
+    chunked_loss: bool = False  # causal LM: the loss without the (B, T, V) logits (less memory; see DecoderForCausalLM)
     seed: int = 42
     max_length: int | None = None  # default: the model's position limit, at most 512
     block_size: int | None = None  # causal LM packing; default: max_length

@@ -61,6 +61,10 @@ class Trainer:
         if is_quantized(model):
             raise ConfigError("This model is int8-quantized (inference only): train the model before quantizing it.")
         self.config = config or TrainingConfig()
+        if self.config.chunked_loss:
+            if not hasattr(model, "chunked_loss"):
+                raise ConfigError(f"chunked_loss is for causal-LM models; {type(model).__name__} is not one.")
+            model.chunked_loss = True
         self.world = setup_world(device)
         self.task = task or task_of(model)
         self.tokenizer = tokenizer if tokenizer is not None else model.tokenizer
