@@ -99,3 +99,21 @@ def test_streamed_generation_joins_to_the_same_text(tiny_llama_dir):
     assert result.exit_code == 0 and result.stdout == PROMPTS[1] + "".join(pieces) + "\n"
     with pytest.raises(hfkit.HfkitError, match="one prompt"):
         model.generate(PROMPTS, stream=True)
+
+
+def test_cli_generate_static_cache_and_int8_weights(tiny_llama_dir):
+    import json
+
+    from typer.testing import CliRunner
+
+    from hfkit.cli.app import app
+    from hfkit.nn.quantize import quantize_weights_int8
+
+    run = lambda *extra: CliRunner().invoke(
+        app, ["generate", str(tiny_llama_dir), *PROMPTS, "--max-new-tokens", "6", "--json", *extra])
+    texts = lambda result: [row["generated_text"] for row in json.loads(result.stdout)]
+    dynamic, static, int8 = run(), run("--cache", "static"), run("--cache", "static", "--quantize", "int8")
+    assert dynamic.exit_code == static.exit_code == int8.exit_code == 0, (static.output, int8.output)
+    assert texts(static) == texts(dynamic)
+    model = quantize_weights_int8(hfkit.AutoModelForCausalLM.from_pretrained(tiny_llama_dir))
+    assert texts(int8) == model.generate(PROMPTS, max_new_tokens=6)

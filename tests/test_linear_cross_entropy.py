@@ -234,3 +234,24 @@ def test_training_config_switches_it_on_for_causal_lms_only(tmp_path):
     _, classifier = build(tmp_path / "cls", "llama", task="sequence-classification")
     with pytest.raises(ConfigError, match="chunked_loss is for causal-LM models"):
         Trainer(classifier, TrainingConfig(chunked_loss=True), tokenizer=object())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_causal_lm_chunked_loss_under_cuda_autocast(tmp_path):
+    from .parity.test_decoder_matrix import build, left_padded
+
+    _, model = build(tmp_path, "llama")
+    model = model.cuda()
+    ids, mask = (t.cuda() for t in left_padded())
+    losses, grads = [], []
+    for chunked in (False, True):
+        model.zero_grad()
+        model.chunked_loss = chunked
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(ids, mask, labels=ids).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(model.lm_head.weight.grad.clone())
+        assert model.lm_head.weight.grad.dtype == torch.float32
+    assert abs(losses[1] - losses[0]) <= 1e-3 * abs(losses[0])
+    assert (grads[1] - grads[0]).norm() <= 2e-2 * grads[0].norm()

@@ -77,6 +77,21 @@ QuantizeOption = Annotated[Quantize | None, typer.Option(
          "fastest with --dtype bfloat16.")]
 
 
+WeightsQuantizeOption = Annotated[Quantize | None, typer.Option(
+    "--quantize", help="int8: int8 weights per output channel, activations in --dtype (opt-in, lossy); pays off in "
+                       "the compiled decode step of --cache static on CUDA.")]
+
+
+class Cache(str, Enum):
+    dynamic = "dynamic"
+    static = "static"
+
+
+CacheOption = Annotated[Cache, typer.Option(
+    help="static: a preallocated KV cache; on CUDA its decode step runs compiled, as CUDA graphs (fastest after the "
+         "first call, which compiles).")]
+
+
 def quantized(model):
     from ..nn.quantize import quantize_int8
 
@@ -129,6 +144,7 @@ def generate(
     model: Model, texts: Texts = None, file: File = None,
     max_new_tokens: MaxNewTokens = None, temperature: Temperature = None, top_k: TopK = None, top_p: TopP = None,
     seed: Seed = None, stream: Annotated[bool, typer.Option(help="Print the continuation as it is generated (one prompt).")] = False,
+    cache: CacheOption = Cache.dynamic, quantize: WeightsQuantizeOption = None,
     json: Json = False, revision: Revision = None, device: Device = None, dtype: DtypeOption = Dtype.auto,
 ) -> None:
     """Text generation with a causal LM: the continuation of each prompt."""
@@ -136,13 +152,17 @@ def generate(
     if stream and (len(prompts) != 1 or json):
         raise typer.BadParameter("--stream prints one prompt's continuation as it comes: give one prompt, without --json.")
     loaded = load("AutoModelForCausalLM", model, revision, device, dtype)
+    if quantize:
+        from ..nn.quantize import quantize_weights_int8
+
+        quantize_weights_int8(loaded)
+    options = {"cache": cache.value, **sampling(loaded, temperature, top_k, top_p, seed)}
     if stream:
         typer.echo(prompts[0], nl=False)
-        for piece in loaded.generate(prompts[0], max_new_tokens=max_new_tokens, stream=True,
-                                     **sampling(loaded, temperature, top_k, top_p, seed)):
+        for piece in loaded.generate(prompts[0], max_new_tokens=max_new_tokens, stream=True, **options):
             typer.echo(piece, nl=False)
         return typer.echo()
-    outputs = loaded.generate(prompts, max_new_tokens=max_new_tokens, **sampling(loaded, temperature, top_k, top_p, seed))
+    outputs = loaded.generate(prompts, max_new_tokens=max_new_tokens, **options)
     if json:
         return emit_json([{"prompt": p, "generated_text": o} for p, o in zip(prompts, outputs)])
     for prompt, output in zip(prompts, outputs):
