@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
+import time
 
 import torch
 import transformers
@@ -112,6 +113,13 @@ def main():
                 kv.filled.fill_(128)  # stay inside the cache
 
             replay_ms = loop_ms(replay)
+            torch.cuda.synchronize()
+            issued = time.perf_counter()
+            for _ in range(200):
+                replay()
+            issue_ms = (time.perf_counter() - issued) * 1e3 / 200  # host time per step, before the GPU catches up
+            torch.cuda.synchronize()
+            print(f"host time to issue one step replay: {issue_ms:.3f} ms (GPU-bound if well below the replay time)")
             if args.profile:
                 print(kernel_table(replay))
         print(f"{label}: generate {1 / per_token * 1000:.0f} tok/s ({per_token:.3f} ms/token); "

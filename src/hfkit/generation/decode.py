@@ -99,7 +99,8 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Gen
         if len(eos):  # transformers pads finished rows only when an EOS criterion exists
             token = torch.where(unfinished, token, torch.full_like(token, pad))
         tokens.append(token[:, None])
-        unfinished &= ~torch.isin(token, eos)
+        if len(eos):  # without EOS no row finishes early: no kernels for it (a decode step is ~1 ms of GPU time)
+            unfinished &= ~torch.isin(token, eos)
         if stop is not None:
             unfinished &= ~stop(torch.cat(tokens[-stop.window:], dim=1))
         if length + 1 == max_length or ((len(eos) or stop is not None) and not bool(unfinished.any())):  # no sync without EOS
