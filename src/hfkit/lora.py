@@ -28,6 +28,7 @@ from torch import nn
 
 from .errors import CheckpointError, ConfigError, HfkitError
 from .nn.conv1d import Conv1D
+from .nn.replace import replace_modules
 
 PREFIX = "base_model.model."
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
@@ -127,15 +128,6 @@ def has_lora(model: nn.Module) -> bool:
     return any(isinstance(m, LoraLinear) for m in model.modules())
 
 
-def _swap(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    """Put `new` wherever `old` is registered or referenced: hfkit layers call their parts through plain
-    attributes (`self.__dict__["o_proj"]`), so re-registering the path alone would not reroute the forward."""
-    for module in list(model.modules()):
-        for table in (module._modules, module.__dict__):
-            for name in [name for name, value in table.items() if value is old]:
-                table[name] = new
-
-
 def _default_saved(model: nn.Module) -> list[str]:
     """A classification / QA head's freshly initialised parts (`classifier`, `score`, `qa_outputs`), as PEFT."""
     return list(getattr(model, "new_on_base", ())) if getattr(model, "task", "base") in HEAD_TASKS else []
@@ -189,9 +181,8 @@ def add_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
         config = replace(config, target_modules=DEFAULT_TARGETS[model_type])
     targets, saved, _ = _plan(model, config)
     model.requires_grad_(False)
-    for name in targets:
-        layer = model.get_submodule(name)
-        _swap(model, layer, LoraLinear(layer, config))
+    layers = [model.get_submodule(name) for name in targets]
+    replace_modules(model, {layer: LoraLinear(layer, config) for layer in layers})
     for path in saved:
         model.get_submodule(path).requires_grad_(True)
     model.lora_config = replace(config, modules_to_save=saved or None)
@@ -295,9 +286,10 @@ def load_adapter(model: nn.Module, name_or_path, **hub_kwargs) -> nn.Module:
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold B·A·scaling into each base weight and put the plain layers back, so `save_pretrained` writes a normal
     checkpoint; modules_to_save are already trained in place. Parameters stay frozen; returns `model`."""
-    for layer in [m for m in model.modules() if isinstance(m, LoraLinear)]:
+    wrappers = [m for m in model.modules() if isinstance(m, LoraLinear)]
+    for layer in wrappers:
         weight = layer.base_layer.weight
         weight += layer.delta_weight().to(weight.dtype)
-        _swap(model, layer, layer.base_layer)
+    replace_modules(model, {layer: layer.base_layer for layer in wrappers})
     model.__dict__.pop("lora_config", None)
     return model

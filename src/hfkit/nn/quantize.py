@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import HfkitError
+from .replace import replace_modules
 
 QMAX = 127  # symmetric int8: -127..127, so that -q is representable
 
@@ -91,7 +92,15 @@ class _Kernels:
 KERNELS = _Kernels()
 
 
-class Int8Linear(nn.Module):
+class _QuantizedLinear(nn.Module):
+    in_features: int
+    out_features: int
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Int8Linear(_QuantizedLinear):
     """nn.Linear with int8 weights (per output channel) and int8 activations (per row, dynamic).
 
     Buffers: `weight_int8` (in, out) — transposed, as `torch._int_mm` takes it —, `weight_scale` (out,) and
@@ -128,11 +137,8 @@ class Int8Linear(nn.Module):
         out = run("rescale", rescale, product, row_scale, self.weight_scale, self.bias, x.dtype)
         return out.view(*lead, self.out_features)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
-
-class Int8WeightLinear(nn.Module):
+class Int8WeightLinear(_QuantizedLinear):
     """A Linear (or GPT-2 Conv1D) with int8 weights per output channel; activations stay in their dtype.
 
     Buffers: `weight_int8` (out, in), `weight_scale` (out,) and `bias` (out,) in the layer's dtype. Inference only."""
@@ -164,22 +170,13 @@ class Int8WeightLinear(nn.Module):
         y = F.linear(x, self.weight_int8.to(x.dtype)) * self.weight_scale.to(x.dtype)  # the cast fuses when compiled
         return y if self.bias is None else y + self.bias.to(x.dtype)
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
-
-
-def _swap(model: nn.Module, old: nn.Module, new: nn.Module) -> None:
-    """Put `new` wherever `old` is registered or referenced (hfkit layers call their parts through plain attributes)."""
-    for module in list(model.modules()):
-        for table in (module._modules, module.__dict__):
-            for name in [name for name, value in table.items() if value is old]:
-                table[name] = new
-
 
 def _check_quantizable(model: nn.Module) -> None:
     if is_quantized(model):
         raise QuantizationError("This model is already int8-quantized.")
-    if any(type(m).__name__ == "LoraLinear" for m in model.modules()):
+    from ..lora import has_lora
+
+    if has_lora(model):
         raise QuantizationError("Merge the LoRA adapters first (hfkit.lora.merge_lora), then quantize.")
 
 
@@ -213,8 +210,7 @@ def quantize_int8(model: nn.Module, layers: str = "feed-forward", compile: bool 
         if not linears:
             raise QuantizationError(f"{type(model).__name__} has no encoder feed-forward layers to quantize; "
                                     f"pass layers='all' to quantize every nn.Linear.")
-    for linear in linears:
-        _swap(model, linear, Int8Linear.from_linear(linear, compile=compile))
+    replace_modules(model, {linear: Int8Linear.from_linear(linear, compile=compile) for linear in linears})
     return model.eval()
 
 
@@ -228,8 +224,7 @@ def quantize_weights_int8(model: nn.Module) -> nn.Module:
     layers = [m for m in model.modules() if type(m) in (nn.Linear, Conv1D)]
     if not layers:
         raise QuantizationError(f"{type(model).__name__} has no Linear layers to quantize.")
-    for layer in layers:
-        _swap(model, layer, Int8WeightLinear.from_layer(layer))
+    replace_modules(model, {layer: Int8WeightLinear.from_layer(layer) for layer in layers})
     return model.eval()
 
 
