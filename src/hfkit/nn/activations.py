@@ -17,10 +17,15 @@ def gelu_new(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
 
 
+def gelu_tanh(x: torch.Tensor) -> torch.Tensor:
+    """torch's tanh-approximated GELU (`gelu_pytorch_tanh`)."""
+    return F.gelu(x, approximate="tanh")
+
+
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu,
     "gelu_new": gelu_new,
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "gelu_pytorch_tanh": gelu_tanh,
     "relu": F.relu,
     "silu": F.silu,
     "swish": F.silu,
@@ -41,7 +46,7 @@ def activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
 # tanh form differs from erf-GELU by < 5e-4, far below bfloat16's rounding: the max error against a float32 erf-GELU
 # was 0.0157 fused vs 0.0161 unfused (benchmarks/explore/gelu_epilogue.py). Only without autograd.
 
-GELU_NAMES = ("gelu", "gelu_new", "gelu_pytorch_tanh")
+GELU_FORMS = (F.gelu, gelu_new, gelu_tanh)  # the activations the epilogue stands in for
 GELU_EPILOGUE = True  # False: leave half-precision CUDA feed-forward layers to nn.Linear + the activation
 
 
