@@ -255,3 +255,28 @@ def test_causal_lm_chunked_loss_under_cuda_autocast(tmp_path):
         assert model.lm_head.weight.grad.dtype == torch.float32
     assert abs(losses[1] - losses[0]) <= 1e-3 * abs(losses[0])
     assert (grads[1] - grads[0]).norm() <= 2e-2 * grads[0].norm()
+
+
+def test_trainer_with_chunked_loss_trains_as_the_plain_loss(tmp_path):
+    from hfkit.train import Trainer, TrainingConfig
+    from hfkit.train.pretrain import model_from_config
+    from hfkit.train.tokenizer_training import train_bpe_tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(f"the {w} sat on the mat number {i}" for i, w in enumerate(["cat", "dog", "fox"] * 20)))
+    tokenizer = train_bpe_tokenizer([corpus], 300, tmp_path / "tok")
+    shape = {"model_type": "llama", "hidden_size": 32, "intermediate_size": 48, "num_hidden_layers": 1,
+             "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 64}
+    torch.manual_seed(0)
+    model = model_from_config(shape, tokenizer)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = [{"text": line} for line in corpus.read_text().splitlines()]
+    losses = []
+    for chunked in (False, True):
+        model.load_state_dict(start)
+        config = TrainingConfig(max_steps=4, batch_size=4, block_size=16, chunked_loss=chunked, progress=False)
+        trainer = Trainer(model, config, rows, tokenizer=tokenizer, task="causal-lm")
+        trainer.fit()
+        losses.append([record["loss"] for record in trainer.history])
+        assert model.chunked_loss is False  # for the run only: afterwards the model returns its logits again
+    assert len(losses[0]) == 4 and losses[1] == pytest.approx(losses[0], rel=1e-5)

@@ -61,10 +61,8 @@ class Trainer:
         if is_quantized(model):
             raise ConfigError("This model is int8-quantized (inference only): train the model before quantizing it.")
         self.config = config or TrainingConfig()
-        if self.config.chunked_loss:
-            if not hasattr(model, "chunked_loss"):
-                raise ConfigError(f"chunked_loss is for causal-LM models; {type(model).__name__} is not one.")
-            model.chunked_loss = True
+        if self.config.chunked_loss and not hasattr(model, "chunked_loss"):
+            raise ConfigError(f"chunked_loss is for causal-LM models; {type(model).__name__} is not one.")
         self.world = setup_world(device)
         self.task = task or task_of(model)
         self.tokenizer = tokenizer if tokenizer is not None else model.tokenizer
@@ -135,6 +133,9 @@ class Trainer:
         graphs = cfg.compile in ("reduce-overhead", "max-autotune")  # CUDA graphs: outputs live until the next replay
         log = RunLog(cfg.output_dir if world.main else None, total, state["step"], cfg.progress and world.main)
         self.model.train()
+        chunked_before = getattr(self.model, "chunked_loss", None)
+        if cfg.chunked_loss:  # for this run only: afterwards the model returns logits with its loss again
+            self.model.chunked_loss = True
         losses, micro, tokens, clock = [], [], 0, time.perf_counter()
         try:
             while state["step"] < total:
@@ -180,6 +181,8 @@ class Trainer:
                 self._evaluate_and_select(log, state, optimizer, scheduler, scaler)
         finally:
             log.close()
+            if cfg.chunked_loss:
+                self.model.chunked_loss = chunked_before
         self._finish(state)
         return dict(self.summary)
 
