@@ -96,11 +96,10 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Gen
     tokens = [input_ids]
     for length in range(input_ids.shape[1], max_length):  # `length` tokens so far
         token = next_token(process(logits, gc, seen, eos, length, min_length), gc.do_sample, generator)  # (B,)
-        if len(eos):  # transformers pads finished rows only when an EOS criterion exists
+        if len(eos):  # transformers pads finished rows only when an EOS criterion exists; without one, no kernels
             token = torch.where(unfinished, token, torch.full_like(token, pad))
-        tokens.append(token[:, None])
-        if len(eos):  # without EOS no row finishes early: no kernels for it (a decode step is ~1 ms of GPU time)
             unfinished &= ~torch.isin(token, eos)
+        tokens.append(token[:, None])
         if stop is not None:
             unfinished &= ~stop(torch.cat(tokens[-stop.window:], dim=1))
         if length + 1 == max_length or ((len(eos) or stop is not None) and not bool(unfinished.any())):  # no sync without EOS

@@ -68,6 +68,7 @@ class DecoderForCausalLM(DecoderHeadModel):
     # True: given labels, the loss comes from the hidden states chunk by chunk (nn/linear_cross_entropy.py) and the
     # output's logits are None: the (B, T, V) logits are never built, for training memory (Llama-3-shaped B8 × S1024
     # eager: 12.6 → 5.6 GB at 2048-row chunks, +12 % time; torch.compile's plain loss is as small and faster).
+    # A head that is not a plain nn.Linear (LoRA- or int8-wrapped) keeps the plain loss.
     chunked_loss: bool = False
 
     def __init__(self, config):
