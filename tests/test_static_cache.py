@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from hfkit.generation import generate_tokens
+from hfkit.generation import greedy_static
 from hfkit.generation.static_cache import StaticCache
 
 from .parity.test_decoder_matrix import build, left_padded
@@ -47,6 +48,40 @@ def test_static_eos_padding_and_compile_fallback_on_cpu(tmp_path):
         static = generate_tokens(ours, ids, mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=0, cache="static",
                                  compile=ids.device.type == "cpu")
     assert torch.equal(static, dynamic)
+
+
+@pytest.mark.parametrize("check_every", [1, 2, 16])
+def test_static_greedy_stops_where_the_token_loop_stops(tmp_path, monkeypatch, check_every):
+    """The captured greedy step checks for EOS only every EOS_CHECK_EVERY tokens; the extra steps are cut off."""
+    monkeypatch.setattr(greedy_static, "EOS_CHECK_EVERY", check_every)
+    _, ours = build(tmp_path, "llama")
+    ids, mask = left_padded()
+    free = generate_tokens(ours, ids, mask, max_new_tokens=12, cache="static")
+    T = ids.shape[1]
+    for eos in {int(free[0, T + 2]), int(free[0, T + 5])} | {int(t) for t in free[:, T + 3]}:
+        dynamic = generate_tokens(ours, ids, mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=0)
+        static = generate_tokens(ours, ids, mask, max_new_tokens=12, eos_token_id=eos, pad_token_id=0, cache="static")
+        assert torch.equal(static, dynamic), eos
+        one = generate_tokens(ours, ids[:1], mask[:1], max_new_tokens=12, eos_token_id=eos, pad_token_id=0, cache="static")
+        assert torch.equal(one, generate_tokens(ours, ids[:1], mask[:1], max_new_tokens=12, eos_token_id=eos, pad_token_id=0))
+
+
+def test_greedy_step_is_one_graph(tmp_path, monkeypatch):
+    """What compile=True captures per token — forward, argmax, EOS bookkeeping, in-place input updates — traces as one
+    graph (fullgraph=True) that is compiled once and reused for every token, and decodes the same tokens."""
+    from torch._dynamo.testing import CompileCounterWithBackend
+
+    counter = CompileCounterWithBackend("aot_eager")
+    monkeypatch.setattr(greedy_static, "compiled_step", lambda step, device: torch.compile(step, backend=counter, fullgraph=True))
+    _, ours = build(tmp_path, "llama")
+    ids, mask = left_padded()
+    for eos in (None, 7):
+        eager = generate_tokens(ours, ids, mask, max_new_tokens=10, eos_token_id=eos, pad_token_id=0, cache="static", compile=False)
+        torch._dynamo.reset()
+        counter.clear()
+        traced = generate_tokens(ours, ids, mask, max_new_tokens=10, eos_token_id=eos, pad_token_id=0, cache="static", compile=True)
+        assert torch.equal(traced, eager)
+        assert counter.frame_count == 1
 
 
 class _nothing:

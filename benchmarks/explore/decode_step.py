@@ -1,10 +1,12 @@
 """Exploration (not a benchmark of record): where a compiled static-cache decode step spends its time.
 
-(a) generate_tokens end to end; (b) the compiled step alone replayed in a tight loop (no processors, no argmax on
-the host side); (c) the same with q|k|v and gate|up fused into single GEMVs (weights concatenated in a copy).
---int8: the model under quantize_weights_int8 (no fused variant); --profile: the kernels of 50 step replays.
+(a) generate_tokens end to end; (b) the compiled greedy step (forward, argmax, bookkeeping: what generate replays
+per token) alone in a tight loop; (c) the same with q|k|v and gate|up fused into single GEMVs (weights concatenated
+in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8; --profile: the kernels of 50 step
+replays; --options: inductor options added to STEP_OPTIONS, one variant per argument (KEY=VALUE[,KEY=VALUE]), each
+compiled afresh in this process, e.g. `--options "" combo_kernels=True triton.enable_pdl=True`.
 
-    PYTHONPATH=src python benchmarks/explore/decode_step.py [--tuning] [--int8] [--profile]
+    PYTHONPATH=src python benchmarks/explore/decode_step.py [--int8] [--fused] [--profile] [--options ...]
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import transformers
 
 import hfkit
 from hfkit.bench.decode_gpu import llama_1b_config
-from hfkit.generation import generate_tokens
-from hfkit.generation.static_cache import compiled_step, decode_static, prefill_static, static_cache_for
+from hfkit.generation import generate_tokens, static_cache
+from hfkit.generation.greedy_static import GreedyState, greedy_step
+from hfkit.generation.static_cache import compiled_step, prefill_static, static_cache_for
 from hfkit.nn.quantize import quantize_weights_int8
 
 
@@ -73,12 +76,11 @@ def fuse(model) -> None:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--tuning", action="store_true")
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--fused", action="store_true", help="also the q|k|v, gate|up variant (bf16 only)")
+    parser.add_argument("--options", nargs="*", default=[""], help="inductor option sets, one variant each")
     args = parser.parse_args()
-    if args.tuning:
-        torch._inductor.config.coordinate_descent_tuning = True
     torch.manual_seed(0)
     config = llama_1b_config()
     reference = transformers.AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
@@ -90,40 +92,61 @@ def main():
         quantize_weights_int8(model)
     ids = torch.randint(5, config.vocab_size - 1, (1, 128), generator=torch.Generator().manual_seed(1)).cuda()
     mask = torch.ones_like(ids)
-    variants = (("separate projections", lambda: None), ("fused q|k|v, gate|up", lambda: fuse(model)))
-    for label, prepare in variants[:1] if args.int8 else variants:
+    variants = [(f"separate projections, options {o or 'as shipped'}", o, lambda: None) for o in args.options]
+    if args.fused and not args.int8:
+        variants.append(("fused q|k|v, gate|up", "", lambda: fuse(model)))
+    for label, options, prepare in variants:
         prepare()
-        full = lambda: generate_tokens(model, ids, mask, max_new_tokens=256, eos_token_id=None, cache="static")
-        one = lambda: generate_tokens(model, ids, mask, max_new_tokens=1, eos_token_id=None, cache="static")
-        for _ in range(2):
-            full(), one()
-        t_full = statistics.median(loop_ms(full, 1) for _ in range(3))
-        t_one = statistics.median(loop_ms(one, 1) for _ in range(3))
-        per_token = (t_full - t_one) / 255
-        kv = static_cache_for(model, 1, 128 + 256, torch.bfloat16, ids.device)
-        with torch.inference_mode():
-            logits = prefill_static(model, ids, mask, kv)
-            step = compiled_step(decode_static, ids.device)
-            token = logits.argmax(-1)[:, None]
-            position = torch.full((1, 1), 128, device="cuda")
+        torch._dynamo.reset()
+        static_cache._CHOSEN.clear()
+        static_cache.STEP_OPTIONS.clear()
+        static_cache.STEP_OPTIONS.update(SHIPPED, **parse_options(options))
+        measure(model, ids, mask, label, args.profile)
 
-            def replay():
-                torch.compiler.cudagraph_mark_step_begin()
-                step(model, token, position, kv)
-                kv.filled.fill_(128)  # stay inside the cache
 
-            replay_ms = loop_ms(replay)
-            torch.cuda.synchronize()
-            issued = time.perf_counter()
-            for _ in range(200):
-                replay()
-            issue_ms = (time.perf_counter() - issued) * 1e3 / 200  # host time per step, before the GPU catches up
-            torch.cuda.synchronize()
-            print(f"host time to issue one step replay: {issue_ms:.3f} ms (GPU-bound if well below the replay time)")
-            if args.profile:
-                print(kernel_table(replay))
-        print(f"{label}: generate {1 / per_token * 1000:.0f} tok/s ({per_token:.3f} ms/token); "
-              f"compiled step replay alone {replay_ms:.3f} ms ({1 / replay_ms * 1000:.0f} /s)", flush=True)
+SHIPPED = dict(static_cache.STEP_OPTIONS)
+
+
+def parse_options(text: str) -> dict:
+    pairs = (item.split("=", 1) for item in text.split(",") if item)
+    return {key: {"True": True, "False": False}.get(value, value) for key, value in pairs}
+
+
+def measure(model, ids, mask, label: str, profile: bool) -> None:
+    full = lambda: generate_tokens(model, ids, mask, max_new_tokens=256, eos_token_id=None, cache="static")
+    one = lambda: generate_tokens(model, ids, mask, max_new_tokens=1, eos_token_id=None, cache="static")
+    compile_start = time.perf_counter()
+    for _ in range(2):
+        full(), one()
+    compile_s = time.perf_counter() - compile_start
+    t_full = statistics.median(loop_ms(full, 1) for _ in range(3))
+    t_one = statistics.median(loop_ms(one, 1) for _ in range(3))
+    per_token = (t_full - t_one) / 255
+    kv = static_cache_for(model, 1, 128 + 256, torch.bfloat16, ids.device)
+    with torch.inference_mode():
+        logits = prefill_static(model, ids, mask, kv)
+        step = compiled_step(greedy_step, ids.device)
+        first = logits.argmax(-1)
+        state = GreedyState(first, torch.full((1, 1), 127, device="cuda"), torch.ones_like(first, dtype=torch.bool),
+                            torch.zeros(0, dtype=torch.long, device="cuda"), None, 256)
+
+        def replay():
+            step(model, state, kv)
+            kv.filled.fill_(128)  # stay inside the cache
+            state.count.fill_(1)
+
+        replay_ms = loop_ms(replay)
+        torch.cuda.synchronize()
+        issued = time.perf_counter()
+        for _ in range(200):
+            replay()
+        issue_ms = (time.perf_counter() - issued) * 1e3 / 200  # host time per step, before the GPU catches up
+        torch.cuda.synchronize()
+        print(f"host time to issue one step replay: {issue_ms:.3f} ms (GPU-bound if well below the replay time)")
+        if profile:
+            print(kernel_table(replay))
+    print(f"{label}: generate {1 / per_token * 1000:.0f} tok/s ({per_token:.3f} ms/token); compiled step replay "
+          f"alone {replay_ms:.3f} ms ({1 / replay_ms * 1000:.0f} /s); warm-up incl. compile {compile_s:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

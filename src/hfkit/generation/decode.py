@@ -13,8 +13,9 @@ import torch
 from ..models.decoder import KVCache
 from .beam import beam_search
 from .config import GenerationConfig
+from .greedy_static import finish_rows, greedy_static
 from .processors import mark_seen, process, seen_tokens
-from .static_cache import compiled_step, static_cache_for, decode_static, prefill_static, warn_once
+from .static_cache import compiled_step, decode_static, prefill_static, static_cache_for, warn_once
 from .steps import decode_one_token, position_ids_from_mask, prefill
 from .stopping import StopStrings
 
@@ -74,14 +75,23 @@ def generate_tokens(
                       cache, compile)
 
 
+def plain_greedy(gc: GenerationConfig, stop: StopStrings | None, eos_suppressed: bool) -> bool:
+    """Greedy with no processor or stop string acting at any step: the whole token step can run on the device."""
+    return not gc.do_sample and gc.repetition_penalty == 1.0 and stop is None and not eos_suppressed
+
+
 def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: GenerationConfig, max_length: int,
            min_length: int, eos: torch.Tensor, pad: int | None, stop: StopStrings | None,
            generator: torch.Generator | None, cache: str = "dynamic", compile: bool = False) -> torch.Tensor:  # (B, T + new)
     """Greedy or multinomial decoding until max_length, EOS or a stop string in every row."""
+    position = position_ids_from_mask(attention_mask)[:, -1:]  # (B, 1)
     if cache == "static":
         dtype = next(model.parameters()).dtype
         kv = static_cache_for(model, input_ids.shape[0], max_length, dtype, input_ids.device)
         logits = prefill_static(model, input_ids, attention_mask, kv)  # (B, V)
+        if plain_greedy(gc, stop, len(eos) > 0 and min_length > input_ids.shape[1]):
+            new = greedy_static(model, logits, kv, position, eos, pad, max_length - input_ids.shape[1], compile)
+            return torch.cat((input_ids, new), dim=1)
         step = compiled_step(decode_static, input_ids.device) if compile else decode_static
         decode = lambda token, mask, position: step(model, token, position, kv)
     else:
@@ -91,14 +101,12 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Gen
         logits = prefill(model, input_ids, attention_mask, kv)  # (B, V)
         decode = lambda token, mask, position: decode_one_token(model, token, mask, position, kv)
     seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if gc.repetition_penalty != 1.0 else None
-    position = position_ids_from_mask(attention_mask)[:, -1:]  # (B, 1)
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     tokens = [input_ids]
     for length in range(input_ids.shape[1], max_length):  # `length` tokens so far
         token = next_token(process(logits, gc, seen, eos, length, min_length), gc.do_sample, generator)  # (B,)
         if len(eos):  # transformers pads finished rows only when an EOS criterion exists; without one, no kernels
-            token = torch.where(unfinished, token, torch.full_like(token, pad))
-            unfinished &= ~torch.isin(token, eos)
+            token = finish_rows(token, unfinished, eos, pad)
         tokens.append(token[:, None])
         if stop is not None:
             unfinished &= ~stop(torch.cat(tokens[-stop.window:], dim=1))

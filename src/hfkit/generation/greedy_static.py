@@ -1,0 +1,78 @@
+"""Greedy decoding through the static cache with the whole token step on the device.
+
+One step runs the forward pass, the argmax, the EOS bookkeeping, stores the token and moves the inputs on to the
+next position, all in place on device tensors (`GreedyState`). Under `compile=True` that is one CUDA graph per
+token and the host only replays it: no argmax, copies or position updates between graphs, and no read-back. With an
+EOS the host asks whether every row has finished only every `EOS_CHECK_EVERY` tokens (a read-back drains the GPU's
+queue); the steps run past the last row's EOS are cut off, so the output is the token-by-token loop's exactly.
+
+Used by `generate_tokens(cache="static")` for greedy decoding without logits processors or stop strings; sampling
+and processors keep the loop in `decode.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .static_cache import StaticCache, compiled_step, decode_static
+
+EOS_CHECK_EVERY = 16  # tokens between the host's "all rows finished?" checks; at most this many wasted steps
+
+
+def finish_rows(token: torch.Tensor, unfinished: torch.Tensor, eos: torch.Tensor, pad: int) -> torch.Tensor:  # (B,)
+    """Finished rows get `pad`; rows whose token is an EOS are finished from now on (`unfinished` in place)."""
+    token = torch.where(unfinished, token, torch.full_like(token, pad))
+    unfinished &= ~torch.isin(token, eos)
+    return token
+
+
+class GreedyState:
+    """The device tensors a greedy step reads and updates in place (fixed addresses, for CUDA graphs)."""
+
+    def __init__(self, first: torch.Tensor, position: torch.Tensor, unfinished: torch.Tensor, eos: torch.Tensor,
+                 pad: int | None, new_tokens: int):  # first (B,), position (B, 1), unfinished (B,)
+        self.token = first[:, None].clone()  # (B, 1) the newest token, the next step's input
+        self.position = position.clone()  # (B, 1) its position
+        self.unfinished = unfinished  # (B,)
+        self.eos, self.pad = eos, pad
+        self.out = first.new_zeros(first.shape[0], new_tokens)  # (B, new) the generated tokens
+        self.out[:, 0] = first
+        self.count = torch.ones(1, dtype=torch.long, device=first.device)  # tokens in `out`
+        if hasattr(torch, "_dynamo"):
+            for t in (self.token, self.position, self.unfinished, self.out, self.count, self.eos):
+                torch._dynamo.mark_static_address(t)
+
+
+def greedy_step(model, state: GreedyState, kv: StaticCache) -> None:
+    """Decode `state.token` at the next position, append the argmax to `state.out` and make it the next input."""
+    state.position.add_(1)
+    logits = decode_static(model, state.token, state.position, kv)  # (B, V) float32
+    token = logits.argmax(-1)  # (B,)
+    if len(state.eos):
+        token = finish_rows(token, state.unfinished, state.eos, state.pad)
+    state.out.index_copy_(1, state.count, token[:, None])
+    state.count.add_(1)
+    state.token.copy_(token[:, None])
+
+
+def greedy_static(model, logits: torch.Tensor, kv: StaticCache, position: torch.Tensor, eos: torch.Tensor,
+                  pad: int | None, new_tokens: int, compile: bool) -> torch.Tensor:  # (B, ≤ new_tokens)
+    """The new tokens after a static prefill: `logits` (B, V) its last position's, `position` (B, 1) that
+    position; stops after `new_tokens` or once every row has produced an EOS, finished rows padded with `pad`."""
+    unfinished = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
+    first = logits.argmax(-1)  # (B,)
+    if len(eos):
+        first = finish_rows(first, unfinished, eos, pad)
+    state = GreedyState(first, position, unfinished, eos, pad, new_tokens)
+    step = compiled_step(greedy_step, logits.device) if compile else greedy_step
+    done = 1
+    while done < new_tokens:
+        if len(eos) and done % EOS_CHECK_EVERY == 0 and not bool(unfinished.any()):
+            break
+        step(model, state, kv)
+        done += 1
+    out = state.out[:, :done]
+    if len(eos) and not bool(unfinished.any()):  # cut after the last row's EOS, where the token loop stops
+        first_eos = torch.isin(out, eos).long().argmax(1)  # (B,) every row has one
+        out = out[:, : int(first_eos.max()) + 1]
+    return out
