@@ -225,19 +225,21 @@ def test_cli_rejects_unknown_quantization():
 
 def test_bench_prints_the_table(monkeypatch):
     """`hfkit bench --repeats 1 --texts 16`, kept to seconds: no reference libraries (so also the 'hfkit alone'
-    note), load times stubbed, int8 helpers eager."""
+    note), load times stubbed, the lossy rows skipped as on a CPU without bfloat16/int8 instructions (they are timed
+    in the test below)."""
     monkeypatch.setattr(bench_embed, "installed", lambda package: False)
     monkeypatch.setattr(bench_embed, "load_seconds", lambda snippet, model_dir, runs: 0.5)
     monkeypatch.setattr(bench_embed, "import_torch_seconds", lambda runs: 1.0)
     monkeypatch.setattr(quantize.KERNELS, "failed", True)
+    monkeypatch.setattr(bench_embed, "missing_instructions", lambda kind: "AVX512-BF16 or AMX")
     result = runner.invoke(app, ["bench", "--repeats", "1", "--texts", "16"])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert "### Sentence embeddings on CPU: all-MiniLM-L6-v2 (packaged), 16 texts, batch 32" in out
     assert "| implementation | sentences/s | × hfkit float32 |" in out
-    for row in ("| hfkit float32 (default, exact) |", '| hfkit dtype="bfloat16" (opt-in) |',
-                '| hfkit dtype="bfloat16" + quantize_int8() (opt-in) |'):
-        assert row in out
+    assert "| hfkit float32 (default, exact) |" in out
+    for name in ('hfkit dtype="bfloat16" (opt-in)', 'hfkit dtype="bfloat16" + quantize_int8() (opt-in)'):
+        assert f"| {name} |" not in out and f"- {name}: bfloat16 needs AVX512-BF16 or AMX" in out
     assert f"1.0000 / 1.00000 | {len(QUERIES)}/{len(QUERIES)} · 16/16 |" in out  # float32 against itself
     assert "Not installed here: sentence-transformers and transformers" in out
     assert "`hfkit bench --repeats 1 --texts 16`" in out
@@ -254,10 +256,34 @@ def test_bench_table_with_references():
               "sentence_transformers": "6", "cpu": "cpu", "cpu_features": [], "threads": 2, "texts": 512,
               "batch_size": 32, "repeats": 3, "rows": [row(bench_embed.FLOAT32, 44.0), row(bench_embed.ST, 40.0)],
               "tokens": {"min": 5, "max": 327, "mean": 151, "truncated": 65, "max_seq_length": 256},
-              "references_missing": [], "import_torch_seconds": 1.0, "load_seconds": {"hfkit": 0.03}}
+              "references_missing": [], "skipped_emulated": {}, "import_torch_seconds": 1.0,
+              "load_seconds": {"hfkit": 0.03}}
     table = bench_embed.format_markdown(result)
     assert "| hfkit float32 (default, exact) | 44.0 | 1.10× | 1.00× |" in table
     assert "| sentence-transformers | 40.0 | 1.00× |" in table and "Not installed" not in table
+    assert "Skipped" not in table
+
+
+def test_bench_skips_what_this_cpu_would_emulate(monkeypatch):
+    """Without AVX512-BF16/AMX the bfloat16 rows are not timed (minutes, only to show a slowdown) but listed with
+    the reason; --emulated times them anyway."""
+    monkeypatch.setattr(bench_embed, "missing_instructions", lambda kind: "AVX512-BF16 or AMX" if kind == "bfloat16" else None)
+    monkeypatch.setattr(quantize.KERNELS, "failed", True)
+    chosen, _ = bench_embed.variants(MINILM, 32, 256, references=False, levers=True)
+    why = {v.name: bench_embed.emulated_here(v) for v in chosen}
+    assert why[bench_embed.FLOAT32] is None and why["lever: float32 + int8 feed-forward"] is None
+    assert why["lever: float32 under torch.autocast(bfloat16)"] == "bfloat16 needs AVX512-BF16 or AMX"
+    assert sum(reason is not None for reason in why.values()) == 6
+    result = bench_embed.measure(texts=4, repeats=1, references=False, load_times=False)
+    assert [row["implementation"] for row in result["rows"]] == [bench_embed.FLOAT32]
+    assert set(result["skipped_emulated"]) == {'hfkit dtype="bfloat16" (opt-in)',
+                                              'hfkit dtype="bfloat16" + quantize_int8() (opt-in)'}
+    table = bench_embed.format_markdown(result)
+    assert '- hfkit dtype="bfloat16" (opt-in): bfloat16 needs AVX512-BF16 or AMX' in table
+    forced = bench_embed.measure(texts=2, repeats=1, references=False, load_times=False, emulated=True)
+    assert [row["implementation"] for row in forced["rows"]] == [bench_embed.FLOAT32, *result["skipped_emulated"]]
+    assert not forced["skipped_emulated"]
+    assert "| hfkit float32 (default, exact) | " in bench_embed.format_markdown(forced)
 
 
 def test_bench_runs_the_gpu_modules_it_finds(monkeypatch):

@@ -30,11 +30,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from ..cpu_support import cpu_flags, missing_instructions
 
 WORDS = (
     "the a of and to in is was for on with as by at from that this it be are or an which not have has "
@@ -136,6 +137,7 @@ class Variant:
     build: Callable[[], Embedder]
     opt_in: bool = False  # lossy, asked for by the user
     reference: bool = False  # another library
+    needs: tuple[str, ...] = ()  # matrix-product kinds it runs ("bfloat16", "int8"): see hfkit.cpu_support
 
 
 def installed(package: str) -> bool:
@@ -146,22 +148,25 @@ def installed(package: str) -> bool:
     return True
 
 
-def variants(model_dir: str, batch_size: int, max_length: int, references: bool, levers: bool) -> tuple[list[Variant], list[str]]:
+def variants(model_dir: str, batch_size: int, max_length: int, references: bool, levers: bool
+             ) -> tuple[list[Variant], list[str]]:
     """What to time, and the reference libraries that are missing."""
-    embedder = lambda **kw: (lambda: hfkit_embedder(model_dir, batch_size, **kw))
+    def ours(name: str, **kw) -> Variant:
+        needs = (("bfloat16",) if kw.get("dtype") == "bfloat16" or kw.get("autocast") else ()) + (("int8",) if kw.get("int8") else ())
+        return Variant(name, lambda: hfkit_embedder(model_dir, batch_size, **kw), opt_in=bool(kw), needs=needs)
+
     chosen = [
-        Variant(FLOAT32, embedder()),
-        Variant('hfkit dtype="bfloat16" (opt-in)', embedder(dtype="bfloat16"), opt_in=True),
-        Variant('hfkit dtype="bfloat16" + quantize_int8() (opt-in)', embedder(dtype="bfloat16", int8="feed-forward"),
-                opt_in=True),
+        ours(FLOAT32),
+        ours('hfkit dtype="bfloat16" (opt-in)', dtype="bfloat16"),
+        ours('hfkit dtype="bfloat16" + quantize_int8() (opt-in)', dtype="bfloat16", int8="feed-forward"),
     ]
     if levers:  # what each part is worth, and the paths that lost
         chosen += [
-            Variant("lever: bfloat16, torch SDPA attention (no blocked attention)", embedder(dtype="bfloat16", blocked=False), True),
-            Variant("lever: bfloat16 + int8 on every Linear", embedder(dtype="bfloat16", int8="all"), True),
-            Variant("lever: float32 + int8 feed-forward", embedder(int8="feed-forward"), True),
-            Variant("lever: float32 under torch.autocast(bfloat16)", embedder(autocast=True), True),
-            Variant("lever: bfloat16 + compile_layers()", embedder(dtype="bfloat16", blocked=False, compile_layers=True), True),
+            ours("lever: bfloat16, torch SDPA attention (no blocked attention)", dtype="bfloat16", blocked=False),
+            ours("lever: bfloat16 + int8 on every Linear", dtype="bfloat16", int8="all"),
+            ours("lever: float32 + int8 feed-forward", int8="feed-forward"),
+            ours("lever: float32 under torch.autocast(bfloat16)", autocast=True),
+            ours("lever: bfloat16 + compile_layers()", dtype="bfloat16", blocked=False, compile_layers=True),
         ]
     missing = []
     if references:
@@ -175,6 +180,13 @@ def variants(model_dir: str, batch_size: int, max_length: int, references: bool,
         else:
             missing.append("transformers")
     return chosen, missing
+
+
+def emulated_here(variant: Variant) -> str | None:
+    """Why this CPU runs `variant` emulated (several times slower than float32), or None."""
+    gaps = [(kind, missing_instructions(kind)) for kind in variant.needs]
+    gaps = [f"{kind} needs {missing}" for kind, missing in gaps if missing]
+    return "; ".join(gaps) or None
 
 
 def nearest_other(vectors: torch.Tensor) -> torch.Tensor:
@@ -218,11 +230,9 @@ def cpu_model() -> str:
 
 def cpu_features() -> list[str]:
     """The CPU flags that decide the fast paths: bfloat16 and int8 dot products, AMX."""
-    try:
-        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return []
-    return [flag for flag in ("avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8") if flag in flags]
+    flags = cpu_flags()
+    return [flag for flag in ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+            if flag in flags]
 
 
 def version(package: str) -> str | None:
@@ -234,8 +244,10 @@ def version(package: str) -> str | None:
 
 def measure(texts: int = 512, repeats: int = 3, batch_size: int = 32, model: str | None = None,
             references: bool = True, levers: bool = False, load_times: bool = True,
-            command: str = "hfkit bench") -> dict[str, Any]:
-    """Time every variant on the same texts; returns the numbers `format_markdown` prints (and `--json` emits)."""
+            command: str = "hfkit bench", emulated: bool = False) -> dict[str, Any]:
+    """Time every variant on the same texts; returns the numbers `format_markdown` prints (and `--json` emits).
+    Variants this CPU would run emulated (bfloat16 without AVX512-BF16/AMX, int8 without VNNI/AMX) are skipped with
+    the reason — they take minutes and only show the slowdown — unless `emulated`."""
     import hfkit
     from hfkit.defaults import default_embedding_model
 
@@ -250,6 +262,8 @@ def measure(texts: int = 512, repeats: int = 3, batch_size: int = 32, model: str
     del probe
 
     chosen, missing = variants(model_dir, batch_size, max_length, references, levers)
+    skipped = {} if emulated else {v.name: why for v in chosen if (why := emulated_here(v))}
+    chosen = [v for v in chosen if v.name not in skipped]
     embedders = {variant.name: variant.build() for variant in chosen}
     outputs = {name: run(inputs).float() for name, run in embedders.items()}  # warm-up, and the vectors compared
     seconds: dict[str, list[float]] = {name: [] for name in embedders}
@@ -291,7 +305,7 @@ def measure(texts: int = 512, repeats: int = 3, batch_size: int = 32, model: str
         "threads": torch.get_num_threads(), "texts": len(inputs), "batch_size": batch_size, "repeats": repeats,
         "tokens": {"min": min(lengths), "max": max(lengths), "mean": statistics.mean(lengths),
                    "truncated": sum(length > max_length for length in lengths), "max_seq_length": max_length},
-        "rows": rows, "references_missing": missing,
+        "rows": rows, "references_missing": missing, "skipped_emulated": skipped,
         "import_torch_seconds": import_torch_seconds(runs) if load_times else None, "load_seconds": loads,
     }
 
@@ -321,6 +335,10 @@ def format_markdown(result: dict[str, Any]) -> str:
                   f"{row['cosine_min']:.4f} / {row['cosine_mean']:.5f}",
                   f"{row['search_top1_same']}/{row['search_queries']} · {row['neighbour_same']}/{row['neighbour_texts']}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if result["skipped_emulated"]:
+        lines += ["", ("Skipped, as this CPU would run them emulated, several times slower than float32 "
+                       "(`--emulated` times them anyway):")]
+        lines += [f"- {name}: {why}" for name, why in result["skipped_emulated"].items()]
     if result["references_missing"]:
         missing = " and ".join(result["references_missing"])
         lines += ["", (f"Not installed here: {missing}, so hfkit's numbers stand alone "
@@ -333,9 +351,9 @@ def format_markdown(result: dict[str, Any]) -> str:
 
 
 def run(repeats: int = 3, texts: int = 512, batch_size: int = 32, model: str | None = None, references: bool = True,
-        levers: bool = False, load_times: bool = True, command: str = "hfkit bench") -> str:
+        levers: bool = False, load_times: bool = True, command: str = "hfkit bench", emulated: bool = False) -> str:
     """Measure and return the markdown table."""
-    return format_markdown(measure(texts, repeats, batch_size, model, references, levers, load_times, command))
+    return format_markdown(measure(texts, repeats, batch_size, model, references, levers, load_times, command, emulated))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -346,11 +364,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", help="an embedding model folder [default: the packaged all-MiniLM-L6-v2]")
     parser.add_argument("--no-references", action="store_true", help="time hfkit only")
     parser.add_argument("--levers", action="store_true", help="also time each speed lever alone, and the paths that lost")
+    parser.add_argument("--emulated", action="store_true",
+                        help="also time the bfloat16/int8 rows on a CPU without instructions for them (slow)")
     parser.add_argument("--json", action="store_true", help="print the numbers as one JSON document")
     args = parser.parse_args(argv)
     given = sys.argv[1:] if argv is None else argv
     result = measure(args.texts, args.repeats, args.batch_size, args.model, not args.no_references, args.levers,
-                     command=" ".join(["python benchmarks/embed_cpu.py", *given]))
+                     command=" ".join(["python benchmarks/embed_cpu.py", *given]), emulated=args.emulated)
     print(json.dumps(result, indent=2) if args.json else format_markdown(result))
 
 

@@ -74,7 +74,7 @@ class Quantize(str, Enum):
 
 QuantizeOption = Annotated[Quantize | None, typer.Option(
     help="int8: int8 feed-forward layers on CPU (opt-in, lossy: cosine to float32 >= 0.99, ~0.998 for sentences); "
-         "fastest with --dtype bfloat16.")]
+         "fastest with --dtype bfloat16 on CPUs with VNNI/AVX512-BF16 or AMX; slower than float32 elsewhere.")]
 
 
 def quantized(model):

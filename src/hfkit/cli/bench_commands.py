@@ -53,6 +53,8 @@ def bench(
     references: Annotated[bool, typer.Option(
         "--references/--no-references", help="Time sentence-transformers and transformers too, where installed.")] = True,
     gpu: Annotated[bool, typer.Option("--gpu/--no-gpu", help="Run the GPU benchmarks when CUDA is present.")] = True,
+    emulated: Annotated[bool, typer.Option(
+        "--emulated", help="Also time the bfloat16/int8 rows on a CPU without instructions for them (slow).")] = False,
     json: Json = False,
 ) -> None:
     """Benchmark hfkit on this machine: CPU sentence embeddings (exact float32, opt-in bfloat16 and int8), side by
@@ -64,7 +66,7 @@ def bench(
     given = f"hfkit bench --repeats {repeats} --texts {texts}" + (f" --batch-size {batch_size}" if batch_size != 32 else "")
     if not json:
         typer.echo(f"Timing sentence embeddings on CPU ({texts} texts, {repeats} runs each after a warm-up)…", err=True)
-    result = measure(texts, repeats, batch_size, model, references, command=given)
+    result = measure(texts, repeats, batch_size, model, references, command=given, emulated=emulated)
     cuda = gpu and torch.cuda.is_available()
     if json:
         return emit_json({"embed_cpu": result, "gpu": gpu_benchmarks(capture=True) if cuda else [],

@@ -166,6 +166,7 @@ class PreTrainedModel(nn.Module):
     ) -> "PreTrainedModel":
         """Load a model from a local directory, the HF cache or the Hub (config overrides as keywords)."""
         from ..config import read_config_json
+        from ..cpu_support import warn_if_emulated
         from ..hub import resolve
         from ..weights import load_checkpoint
 
@@ -176,4 +177,7 @@ class PreTrainedModel(nn.Module):
             model = cls(config)
         load_checkpoint(model, directory, dtype=dtype, device=device, ignore_mismatched_sizes=ignore_mismatched_sizes)
         model.source_dir = directory
+        if torch.device(device or "cpu").type == "cpu" and next(model.parameters()).dtype == torch.bfloat16:
+            warn_if_emulated("bfloat16", "Pass dtype='float32' to from_pretrained (--dtype float32): faster on this "
+                                         "CPU, and exact.")
         return model.eval()

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..cpu_support import warn_if_emulated
 from ..errors import HfkitError
 from .replace import replace_modules
 
@@ -203,6 +204,7 @@ def quantize_int8(model: nn.Module, layers: str = "feed-forward", compile: bool 
     if any(p.device.type != "cpu" for p in model.parameters()):
         raise QuantizationError("int8 quantization runs on CPU only: load the model with device='cpu'.")
     _check_quantizable(model)
+    warn_if_emulated("int8", "Leave the model unquantized on this CPU: float32 is faster here, and exact.")
     linears = [m for m in model.modules() if type(m) is nn.Linear]
     if layers == "feed-forward":
         wanted = _feed_forward_linears(model)

@@ -3,7 +3,8 @@
 
 Speed on CPU is opt-in and lossy: load the model with `dtype="bfloat16"` (AVX512-BF16 GEMMs) and/or
 `hfkit.nn.quantize.quantize_int8(model)` (VNNI int8 GEMMs); bfloat16 attention on the CPU then runs in blocks
-(`nn/attention.py`, `blocked_attention`). float32 stays exact and is the default."""
+(`nn/attention.py`, `blocked_attention`). On a CPU without those instructions (AVX2 only, say) both run emulated,
+slower than float32, and say so in a warning (`hfkit.cpu_support`). float32 stays exact and is the default."""
 
 from __future__ import annotations
 

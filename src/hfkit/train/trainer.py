@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ..cpu_support import warn_if_emulated
 from ..errors import ConfigError
 from ..nn.quantize import is_quantized
 from . import metrics
@@ -95,6 +96,8 @@ class Trainer:
             return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
         if precision == "fp16" and device.type != "cuda":
             raise ConfigError("precision='fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU.")
+        if precision == "bf16" and device.type == "cpu":
+            warn_if_emulated("bfloat16", "Train with precision='fp32' on this CPU.")
         return precision
 
     def autocast(self) -> contextlib.AbstractContextManager:
