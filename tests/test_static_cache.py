@@ -9,7 +9,7 @@ import torch
 
 from hfkit.generation import generate_tokens
 from hfkit.generation import greedy_static
-from hfkit.generation.static_cache import StaticCache
+from hfkit.generation.static_cache import StaticCache, static_cache_for
 
 from .parity.test_decoder_matrix import build, left_padded
 
@@ -82,6 +82,20 @@ def test_greedy_step_is_one_graph(tmp_path, monkeypatch):
         traced = generate_tokens(ours, ids, mask, max_new_tokens=10, eos_token_id=eos, pad_token_id=0, cache="static", compile=True)
         assert torch.equal(traced, eager)
         assert counter.frame_count == 1
+
+
+def test_greedy_state_keeps_its_addresses_across_calls(tmp_path):
+    """A second call of the same shape refills the same device buffers (CUDA graphs replay instead of re-recording)."""
+    _, ours = build(tmp_path, "llama")
+    ids, mask = left_padded()
+    run = lambda: generate_tokens(ours, ids, mask, max_new_tokens=6, eos_token_id=7, pad_token_id=0, cache="static")
+    first = run()
+    kv = static_cache_for(ours, 3, ids.shape[1] + 6, torch.float32, torch.device("cpu"))
+    state = greedy_static._STATES[kv]
+    buffers = lambda s: [t.data_ptr() for t in (s.token, s.position, s.unfinished, s.eos, s.out, s.count)]
+    before = buffers(state)
+    assert torch.equal(run(), first)
+    assert greedy_static._STATES[kv] is state and buffers(state) == before
 
 
 class _nothing:

@@ -126,9 +126,9 @@ def measure(model, ids, mask, label: str, profile: bool) -> None:
     with torch.inference_mode():
         logits = prefill_static(model, ids, mask, kv)
         step = compiled_step(greedy_step, ids.device)
-        first = logits.argmax(-1)
-        state = GreedyState(first, torch.full((1, 1), 127, device="cuda"), torch.ones_like(first, dtype=torch.bool),
-                            torch.zeros(0, dtype=torch.long, device="cuda"), None, 256)
+        no_eos = torch.zeros(0, dtype=torch.long, device="cuda")
+        state = GreedyState.for_cache(kv, 1, no_eos)
+        state.start(logits, torch.full((1, 1), 127, device="cuda"), no_eos, None)
 
         def replay():
             step(model, state, kv)

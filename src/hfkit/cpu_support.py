@@ -3,8 +3,9 @@
 bfloat16 and int8 matrix products only beat float32 on x86 CPUs with instructions for them: AVX512-BF16 or AMX for
 bfloat16, VNNI (AVX512-VNNI, AVX-VNNI) or AMX for int8. Without them torch runs emulated kernels: on an AVX2-only
 AMD EPYC (Zen 3) a bfloat16 GEMM ran at 0.09× and an int8 `torch._int_mm` at 0.01× float32's rate, and MiniLM
-embeddings at 0.09× (bfloat16) and 0.03× (bfloat16 + int8) of float32 (benchmarks/RESULTS.md). So the opt-in paths warn there, naming the fix, rather than silently running slower than
-the exact default. Other architectures (ARM, …) are not judged: nothing is said there.
+embeddings at 0.09× (bfloat16) and 0.03× (bfloat16 + int8) of float32 (benchmarks/RESULTS.md). So the opt-in paths
+warn there, naming the fix, rather than silently running slower than the exact default. Other architectures (ARM,
+…) are not judged: nothing is said there.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 X86 = ("x86_64", "amd64", "x86", "i386", "i686")
 # per kind: the /proc/cpuinfo flags and the torch.cpu probes (private, torch ≥ 2.2) that mean native instructions
 NATIVE = {
-    "bfloat16": (("avx512_bf16", "amx_bf16"), ("_is_avx512_bf16_supported", "_is_amx_tile_supported"), "AVX512-BF16 or AMX"),
+    "bfloat16": (("avx512_bf16", "amx_bf16"), ("_is_avx512_bf16_supported", "_is_amx_tile_supported"),
+                 "AVX512-BF16 or AMX"),
     "int8": (("avx512_vnni", "avx_vnni", "amx_int8"), ("_is_vnni_supported", "_is_amx_tile_supported"), "VNNI or AMX"),
 }
 

@@ -152,7 +152,8 @@ def variants(model_dir: str, batch_size: int, max_length: int, references: bool,
              ) -> tuple[list[Variant], list[str]]:
     """What to time, and the reference libraries that are missing."""
     def ours(name: str, **kw) -> Variant:
-        needs = (("bfloat16",) if kw.get("dtype") == "bfloat16" or kw.get("autocast") else ()) + (("int8",) if kw.get("int8") else ())
+        needs = tuple(kind for kind, used in (("bfloat16", kw.get("dtype") == "bfloat16" or kw.get("autocast")),
+                                              ("int8", kw.get("int8"))) if used)
         return Variant(name, lambda: hfkit_embedder(model_dir, batch_size, **kw), opt_in=bool(kw), needs=needs)
 
     chosen = [

@@ -12,6 +12,8 @@ and processors keep the loop in `decode.py`.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from .static_cache import StaticCache, compiled_step, decode_static
@@ -27,20 +29,46 @@ def finish_rows(token: torch.Tensor, unfinished: torch.Tensor, eos: torch.Tensor
 
 
 class GreedyState:
-    """The device tensors a greedy step reads and updates in place (fixed addresses, for CUDA graphs)."""
+    """The device tensors a greedy step reads and updates in place. Kept with their static cache and refilled for
+    each generate call, so their addresses stay fixed and the captured CUDA graph replays across calls (new
+    addresses would make CUDA graphs re-record)."""
 
-    def __init__(self, first: torch.Tensor, position: torch.Tensor, unfinished: torch.Tensor, eos: torch.Tensor,
-                 pad: int | None, new_tokens: int):  # first (B,), position (B, 1), unfinished (B,)
-        self.token = first[:, None].clone()  # (B, 1) the newest token, the next step's input
-        self.position = position.clone()  # (B, 1) its position
-        self.unfinished = unfinished  # (B,)
-        self.eos, self.pad = eos, pad
-        self.out = first.new_zeros(first.shape[0], new_tokens)  # (B, new) the generated tokens
-        self.out[:, 0] = first
-        self.count = torch.ones(1, dtype=torch.long, device=first.device)  # tokens in `out`
+    def __init__(self, batch: int, capacity: int, eos_count: int, device: torch.device):
+        long = {"dtype": torch.long, "device": device}
+        self.token = torch.zeros(batch, 1, **long)  # (B, 1) the newest token, the next step's input
+        self.position = torch.zeros(batch, 1, **long)  # (B, 1) its position
+        self.unfinished = torch.ones(batch, dtype=torch.bool, device=device)  # (B,)
+        self.eos = torch.zeros(eos_count, **long)  # (E,)
+        self.pad: int | None = None
+        self.out = torch.zeros(batch, capacity, **long)  # (B, capacity) the generated tokens
+        self.count = torch.zeros(1, **long)  # tokens in `out`
         if hasattr(torch, "_dynamo"):
-            for t in (self.token, self.position, self.unfinished, self.out, self.count, self.eos):
+            for t in (self.token, self.position, self.unfinished, self.eos, self.out, self.count):
                 torch._dynamo.mark_static_address(t)
+
+    @classmethod
+    def for_cache(cls, kv: StaticCache, batch: int, eos: torch.Tensor) -> GreedyState:
+        """The state kept with `kv` when it fits this call (its batch, the cache's length, as many EOS ids)."""
+        state = _STATES.get(kv)
+        if state is None or state.out.shape[0] != batch or state.eos.numel() != eos.numel():
+            state = _STATES[kv] = cls(batch, kv.max_len, eos.numel(), eos.device)
+        return state
+
+    def start(self, logits: torch.Tensor, position: torch.Tensor, eos: torch.Tensor, pad: int | None) -> None:
+        """Refill for a call: the first new token from the prefill's `logits` (B, V) at `position` (B, 1)."""
+        self.eos.copy_(eos)
+        self.pad = pad
+        self.unfinished.fill_(True)
+        first = logits.argmax(-1)  # (B,)
+        if len(eos):
+            first = finish_rows(first, self.unfinished, self.eos, pad)
+        self.out[:, 0] = first
+        self.token.copy_(first[:, None])
+        self.position.copy_(position)
+        self.count.fill_(1)
+
+
+_STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # StaticCache → its GreedyState
 
 
 def greedy_step(model, state: GreedyState, kv: StaticCache) -> None:
@@ -59,20 +87,17 @@ def greedy_static(model, logits: torch.Tensor, kv: StaticCache, position: torch.
                   pad: int | None, new_tokens: int, compile: bool) -> torch.Tensor:  # (B, ≤ new_tokens)
     """The new tokens after a static prefill: `logits` (B, V) its last position's, `position` (B, 1) that
     position; stops after `new_tokens` or once every row has produced an EOS, finished rows padded with `pad`."""
-    unfinished = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device)
-    first = logits.argmax(-1)  # (B,)
-    if len(eos):
-        first = finish_rows(first, unfinished, eos, pad)
-    state = GreedyState(first, position, unfinished, eos, pad, new_tokens)
+    state = GreedyState.for_cache(kv, logits.shape[0], eos)
+    state.start(logits, position, eos, pad)
     step = compiled_step(greedy_step, logits.device) if compile else greedy_step
     done = 1
     while done < new_tokens:
-        if len(eos) and done % EOS_CHECK_EVERY == 0 and not bool(unfinished.any()):
+        if len(eos) and done % EOS_CHECK_EVERY == 0 and not bool(state.unfinished.any()):
             break
         step(model, state, kv)
         done += 1
     out = state.out[:, :done]
-    if len(eos) and not bool(unfinished.any()):  # cut after the last row's EOS, where the token loop stops
+    if len(eos) and not bool(state.unfinished.any()):  # cut after the last row's EOS, where the token loop stops
         first_eos = torch.isin(out, eos).long().argmax(1)  # (B,) every row has one
         out = out[:, : int(first_eos.max()) + 1]
-    return out
+    return out.clone()  # the state's buffer is refilled by the next call
