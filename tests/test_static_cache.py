@@ -85,7 +85,8 @@ def test_greedy_step_is_one_graph(tmp_path, monkeypatch):
 
 
 def test_greedy_state_keeps_its_addresses_across_calls(tmp_path):
-    """A second call of the same shape refills the same device buffers (CUDA graphs replay instead of re-recording)."""
+    """A second call of the same shape, or a shorter one, refills the same cache and device buffers (CUDA graphs
+    replay instead of re-recording)."""
     _, ours = build(tmp_path, "llama")
     ids, mask = left_padded()
     run = lambda: generate_tokens(ours, ids, mask, max_new_tokens=6, eos_token_id=7, pad_token_id=0, cache="static")
@@ -96,6 +97,9 @@ def test_greedy_state_keeps_its_addresses_across_calls(tmp_path):
     before = buffers(state)
     assert torch.equal(run(), first)
     assert greedy_static._STATES[kv] is state and buffers(state) == before
+    shorter = generate_tokens(ours, ids, mask, max_new_tokens=3, eos_token_id=7, pad_token_id=0, cache="static")
+    assert torch.equal(shorter, generate_tokens(ours, ids, mask, max_new_tokens=3, eos_token_id=7, pad_token_id=0))
+    assert greedy_static._STATES[kv] is state and buffers(state) == before  # the longer cache, reused
 
 
 class _nothing:

@@ -92,11 +92,13 @@ _KEPT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 def static_cache_for(model, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> StaticCache:
-    """The model's last static cache when its shape fits (fixed buffer addresses: captured CUDA graphs replay
-    across generate calls instead of re-recording), else a new one, kept for the next call."""
+    """The model's last static cache when it fits — the same batch, dtype and device, and at least `max_len` slots,
+    as transformers reuses its static cache: fixed buffer addresses and shapes, so captured CUDA graphs replay across
+    generate calls of different lengths instead of re-recording or recompiling; extra slots stay masked —, else a
+    new one, kept for the next call."""
     kept = _KEPT.get(model)
-    key = (batch, max_len, dtype, torch.device(device))
-    if kept is None or kept[0] != key:
+    key = (batch, dtype, torch.device(device))
+    if kept is None or kept[0] != key or kept[1].max_len < max_len:
         kept = _KEPT[model] = (key, StaticCache(model.config, batch, max_len, dtype, device))
     return kept[1]
 
