@@ -16,7 +16,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from hfkit.cpu_support import cpu_flags, missing_instructions
+from hfkit.bench.embed_cpu import cpu_features
+from hfkit.cpu_support import missing_instructions
 
 
 def gflops(fn, flops: float, runs: int = 10) -> float:
@@ -45,8 +46,8 @@ def main() -> None:
     xi = torch.randint(-127, 128, (M, K), dtype=torch.int8)
     wi = torch.randint(-127, 128, (K, N), dtype=torch.int8)
     rates["int8 (torch._int_mm)"] = gflops(lambda: torch._int_mm(xi, wi), flops)
-    flags = sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8"})
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, flags: {', '.join(flags) or 'none read'}")
+    flags = ", ".join(cpu_features()) or "none read"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, flags: {flags}")
     print(f"shape ({M}, {K}) x ({K}, {N})")
     print("| dtype | GFLOP/s | × float32 |\n|---|---:|---:|")
     for name, rate in rates.items():
