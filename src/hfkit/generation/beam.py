@@ -67,7 +67,8 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc
         scores = (log_probs.view(B, nb, V) + running_scores[:, :, None]).view(B, nb * V)
         if gc.do_sample:  # beam sampling: K draws without replacement over all beams' continuations
             top_index = torch.multinomial(scores.softmax(-1), K, generator=generator)
-            top_scores = scores.gather(1, top_index)  # (B, K)
+            top_scores, order = scores.gather(1, top_index).sort(dim=-1, descending=True)  # (B, K), best first
+            top_index = top_index.gather(1, order)  # the draws ranked by score, as transformers 5.25 (5.23 kept the draw order)
         else:
             top_scores, top_index = torch.topk(scores, K)  # (B, K)
         source = top_index // V  # (B, K): the running beam each candidate extends
