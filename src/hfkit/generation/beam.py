@@ -65,10 +65,10 @@ def beam_search(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc
     for length in range(T, max_length):  # `length` tokens so far; this step writes column `length`
         log_probs = process(logits.log_softmax(-1), gc, seen, eos, length, min_length, keep=max(len(eos), 1) + 1)
         scores = (log_probs.view(B, nb, V) + running_scores[:, :, None]).view(B, nb * V)
-        if gc.do_sample:  # beam sampling: K draws without replacement over all beams' continuations
+        if gc.do_sample:  # beam sampling: K draws without replacement, ranked by score (transformers 5.25; 5.23 did not)
             top_index = torch.multinomial(scores.softmax(-1), K, generator=generator)
             top_scores, order = scores.gather(1, top_index).sort(dim=-1, descending=True)  # (B, K), best first
-            top_index = top_index.gather(1, order)  # the draws ranked by score, as transformers 5.25 (5.23 kept the draw order)
+            top_index = top_index.gather(1, order)
         else:
             top_scores, top_index = torch.topk(scores, K)  # (B, K)
         source = top_index // V  # (B, K): the running beam each candidate extends
