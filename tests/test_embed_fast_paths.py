@@ -136,6 +136,7 @@ def test_float32_is_untouched_by_the_fast_paths(exact, monkeypatch):
 
 def test_bfloat16_blocked_attention_is_the_attention(exact, monkeypatch):
     model = hfkit.AutoModel.from_pretrained(MINILM, dtype="bfloat16")
+    monkeypatch.setattr(attention_module, "CPU_BLOCKED_ATTENTION", True)
     blocked = model.embed(TEXTS)
     monkeypatch.setattr(attention_module, "CPU_BLOCKED_ATTENTION", False)
     sdpa = model.embed(TEXTS)
@@ -192,7 +193,17 @@ def test_blocked_attention_in_bfloat16_is_as_close_as_sdpa():
         F.scaled_dot_product_attention(q, k, v, attn_mask=mask)) + 1e-2
 
 
-def test_attention_routes_only_what_blocked_attention_takes():
+@pytest.mark.parametrize("amx", [False, True])
+def test_blocked_attention_is_chosen_where_the_cpu_has_no_amx(amx, monkeypatch):
+    monkeypatch.setattr(attention_module, "cpu_has_amx", lambda: amx)
+    q, k, v, mask, _ = padded(2, 2, 5, 4, torch.bfloat16)
+    assert attention_module.takes_blocked(q, k, mask, 0.0) is not amx
+    monkeypatch.setattr(attention_module, "CPU_BLOCKED_ATTENTION", amx)  # the switch overrides the choice
+    assert attention_module.takes_blocked(q, k, mask, 0.0) is amx
+
+
+def test_attention_routes_only_what_blocked_attention_takes(monkeypatch):
+    monkeypatch.setattr(attention_module, "CPU_BLOCKED_ATTENTION", True)
     q, k, v, mask, _ = padded(2, 2, 5, 4, torch.bfloat16)
     q32, k32, v32 = q.float(), k.float(), v.float()
     assert torch.equal(attention_module.attention(q, k, v, mask), attention_module.blocked_attention(q, k, v, mask))
@@ -273,7 +284,7 @@ def test_bench_skips_what_this_cpu_would_emulate(monkeypatch):
     why = {v.name: bench_embed.emulated_here(v) for v in chosen}
     assert why[bench_embed.FLOAT32] is None and why["lever: float32 + int8 feed-forward"] is None
     assert why["lever: float32 under torch.autocast(bfloat16)"] == "bfloat16 needs AVX512-BF16 or AMX"
-    assert sum(reason is not None for reason in why.values()) == 6
+    assert sum(reason is not None for reason in why.values()) == 8
     result = bench_embed.measure(texts=4, repeats=1, references=False, load_times=False)
     assert [row["implementation"] for row in result["rows"]] == [bench_embed.FLOAT32]
     assert set(result["skipped_emulated"]) == {'hfkit dtype="bfloat16" (opt-in)',

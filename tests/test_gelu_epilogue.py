@@ -1,16 +1,20 @@
-"""`linear_gelu`: GELU in cuBLASLt's GEMM epilogue for half-precision CUDA inference; the plain path everywhere else.
+"""`linear` / `linear_gelu`: the bias and GELU inside the product for inference — cuBLASLt's epilogue for half
+precision on CUDA, oneDNN's fused linear for bfloat16 on the CPU —; the plain path everywhere else.
 
-On CUDA (skipped without it) the encoder's bf16/fp16 outputs with the epilogue are as close to a float32 run as the
-plain path's are (its tanh-form GELU differs from erf-GELU far below half-precision rounding), under torch.compile too."""
+The encoder's outputs with them are as close to a float32 run as the plain path's are: bfloat16 on the CPU, and on
+CUDA (skipped without it) bf16/fp16, under torch.compile too (cuBLASLt's tanh-form GELU differs from erf-GELU far
+below half-precision rounding)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from hfkit.nn import activations
-from hfkit.nn.activations import linear_gelu
+from hfkit.nn import fused_linear
+from hfkit.nn.activations import gelu_new
+from hfkit.nn.fused_linear import linear, linear_gelu
 
 from .parity.tiny import HFKIT_AUTO, padded_batch, tiny_reference
 
@@ -18,21 +22,63 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 def test_not_taken_on_cpu_in_float32_or_with_gradients():
-    linear = nn.Linear(8, 16)
+    layer = nn.Linear(8, 16)
     x = torch.randn(3, 8)
-    assert linear_gelu(x, linear) is None  # CPU
-    assert linear_gelu(x.bfloat16(), linear.bfloat16()) is None  # CPU, bfloat16
+    with torch.inference_mode():
+        assert linear_gelu(x, layer, F.gelu) is None  # float32: F.linear, exact
+        assert torch.equal(linear(x, layer), layer(x))
+    assert linear_gelu(x.bfloat16(), layer.bfloat16(), F.gelu) is None  # the weight requires grad
+
+
+needs_onednn = pytest.mark.skipif(not fused_linear.onednn_linear_works(), reason="needs oneDNN's bfloat16 linear")
+
+
+@needs_onednn
+@pytest.mark.parametrize("act, exact", [(F.gelu, F.gelu), (gelu_new, lambda t: F.gelu(t, approximate="tanh"))])
+def test_cpu_bfloat16_fused_linear_is_as_close_to_float32_as_the_plain_path(act, exact):
+    torch.manual_seed(0)
+    layer = nn.Linear(384, 1536)
+    x = torch.randn(2, 300, 384)
+    low, xb = nn.Linear(384, 1536, dtype=torch.bfloat16), x.bfloat16()
+    low.load_state_dict(layer.state_dict())
+    with torch.inference_mode():
+        truth = exact(layer(x))
+        fused, plain = linear_gelu(xb, low, act), act(low(xb))
+        assert fused.shape == plain.shape and fused.dtype == torch.bfloat16
+        err = lambda out: (out.float() - truth).abs().max().item()
+        assert err(fused) <= 1.25 * err(plain) + 1e-3, (err(fused), err(plain))
+        no_bias = nn.Linear(384, 16, bias=False, dtype=torch.bfloat16)
+        assert (linear(xb, no_bias).float() - no_bias(xb).float()).abs().max() <= 0.05
+        assert (linear(xb, low).float() - low(xb).float()).abs().max() <= 0.05
+
+
+@needs_onednn
+@pytest.mark.parametrize("model_type", ["bert", "albert"])  # erf-GELU, gelu_new
+def test_cpu_bfloat16_encoder_is_as_close_to_float32_as_the_plain_path(tmp_path, monkeypatch, model_type):
+    tiny_reference(model_type, "base").save_pretrained(tmp_path)
+    truth_model = HFKIT_AUTO["base"].from_pretrained(tmp_path)
+    model = HFKIT_AUTO["base"].from_pretrained(tmp_path, dtype=torch.bfloat16)
+    batch = padded_batch(model.config)
+    keep = batch["attention_mask"].bool()
+    with torch.inference_mode():
+        truth = truth_model(**batch).last_hidden_state[keep]
+        fused = model(**batch).last_hidden_state[keep].float()
+        monkeypatch.setattr(fused_linear, "CPU_FUSED_LINEAR", False)
+        plain = model(**batch).last_hidden_state[keep].float()
+    err = lambda out: (out - truth).abs().max().item()
+    assert not torch.equal(fused, plain)  # the fused path ran
+    assert err(fused) <= 1.25 * err(plain) + 1e-3, (err(fused), err(plain))
 
 
 @cuda
 def test_not_taken_where_autograd_needs_the_plain_graph():
-    linear = nn.Linear(8, 16, device="cuda", dtype=torch.bfloat16)
+    layer = nn.Linear(8, 16, device="cuda", dtype=torch.bfloat16)
     x = torch.randn(3, 8, device="cuda", dtype=torch.bfloat16)
-    assert linear_gelu(x, linear) is None  # the weight requires grad
+    assert linear_gelu(x, layer, F.gelu) is None  # the weight requires grad
     with torch.no_grad():
-        assert linear_gelu(x, linear).shape == (3, 16)
-        assert linear_gelu(x.float(), linear.float()) is None  # float32: exact erf-GELU stays
-        assert linear_gelu(x, nn.Linear(8, 16, bias=False, device="cuda", dtype=torch.bfloat16)) is None
+        assert linear_gelu(x, layer, F.gelu).shape == (3, 16)
+        assert linear_gelu(x.float(), layer.float(), F.gelu) is None  # float32: exact erf-GELU stays
+        assert linear_gelu(x, nn.Linear(8, 16, bias=False, device="cuda", dtype=torch.bfloat16), F.gelu) is None
 
 
 @cuda
@@ -50,7 +96,7 @@ def test_epilogue_is_as_close_to_float32_as_the_plain_path(tmp_path, monkeypatch
         fused = model(**batch).last_hidden_state[keep].float()
         compiled = model.compile_layers()(**batch).last_hidden_state[keep].float()
         model.uncompile_layers()
-        monkeypatch.setattr(activations, "GELU_EPILOGUE", False)
+        monkeypatch.setattr(fused_linear, "GELU_EPILOGUE", False)
         plain = model(**batch).last_hidden_state[keep].float()
     err = lambda out: (out - truth).abs().max().item()
     assert not torch.equal(fused, plain)  # the epilogue ran

@@ -63,18 +63,20 @@ def make_texts(count: int, seed: int = 0) -> list[str]:
 
 
 @contextlib.contextmanager
-def blocked_attention(enabled: bool) -> Iterator[None]:
-    """Switch the blocked bfloat16 CPU attention on/off for a block (a lever the benchmark measures)."""
-    module = importlib.import_module("hfkit.nn.attention")
-    saved, module.CPU_BLOCKED_ATTENTION = module.CPU_BLOCKED_ATTENTION, enabled
+def switched(module_name: str, attribute: str, value: Any) -> Iterator[None]:
+    """Set a module's switch for a block (the levers the benchmark measures)."""
+    module = importlib.import_module(module_name)
+    saved = getattr(module, attribute)
+    setattr(module, attribute, value)
     try:
         yield
     finally:
-        module.CPU_BLOCKED_ATTENTION = saved
+        setattr(module, attribute, saved)
 
 
 def hfkit_embedder(model_dir: str, batch_size: int, dtype: str | None = None, int8: str | None = None,
-                   blocked: bool = True, autocast: bool = False, compile_layers: bool = False) -> Embedder:
+                   blocked: bool | None = None, autocast: bool = False, compile_layers: bool = False,
+                   keep_heap: bool = True) -> Embedder:
     import hfkit
     from hfkit.nn.quantize import quantize_int8
 
@@ -85,7 +87,9 @@ def hfkit_embedder(model_dir: str, batch_size: int, dtype: str | None = None, in
         model.compile_layers()
 
     def run(texts: list[str]) -> torch.Tensor:
-        with blocked_attention(blocked), torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        with (switched("hfkit.nn.attention", "CPU_BLOCKED_ATTENTION", blocked),
+              switched("hfkit.heap", "KEEP_FREED_MEMORY", keep_heap),
+              torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)):
             return model.embed(texts, batch_size=batch_size)
 
     return run
@@ -163,7 +167,10 @@ def variants(model_dir: str, batch_size: int, max_length: int, references: bool,
     ]
     if levers:  # what each part is worth, and the paths that lost
         chosen += [
-            ours("lever: bfloat16, torch SDPA attention (no blocked attention)", dtype="bfloat16", blocked=False),
+            ours("lever: bfloat16, blocked attention (the default without AMX)", dtype="bfloat16", blocked=True),
+            ours("lever: bfloat16, torch SDPA attention (the default with AMX)", dtype="bfloat16", blocked=False),
+            ours("lever: bfloat16, glibc's default heap (no keep_freed_memory)", dtype="bfloat16", keep_heap=False),
+            ours("lever: float32, glibc's default heap (no keep_freed_memory)", keep_heap=False),
             ours("lever: bfloat16 + int8 on every Linear", dtype="bfloat16", int8="all"),
             ours("lever: float32 + int8 feed-forward", int8="feed-forward"),
             ours("lever: float32 under torch.autocast(bfloat16)", autocast=True),

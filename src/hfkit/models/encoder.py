@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nn.activations import GELU_FORMS, activation, linear_gelu
+from ..nn.activations import activation
 from ..nn.attention import (
     VARLEN_DTYPES,
     PackedBatch,
@@ -34,6 +34,7 @@ from ..nn.attention import (
 )
 from ..nn.compiled import Compiled
 from ..nn.embeddings import TokenEmbeddings
+from ..nn.fused_linear import GELU_FORMS, linear, linear_gelu
 from ..nn.mlp import MLPKind
 from ..nn.rope import apply_rope, rotary_tables
 from .base import PreTrainedModel, place
@@ -89,9 +90,9 @@ class EncoderLayer(nn.Module):
         nh, hd = self.num_heads, H // self.num_heads
         h = self.attn_norm(x) if self.pre_norm else x
         if self.fused_qkv:
-            q, k, v = self.qkv(h).view(*lead, 3, nh, hd).unbind(-3)  # (*lead, nh, hd) each
+            q, k, v = linear(h, self.qkv).view(*lead, 3, nh, hd).unbind(-3)  # (*lead, nh, hd) each
         else:
-            q, k, v = (proj(h).view(*lead, nh, hd) for proj in (self.query, self.key, self.value))
+            q, k, v = (linear(h, proj).view(*lead, nh, hd) for proj in (self.query, self.key, self.value))
         padded = x.dim() == 3
         if padded:
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd); packed: (N, nh, hd)
@@ -107,13 +108,13 @@ class EncoderLayer(nn.Module):
         p = self.attention_dropout if self.training else 0.0
         a = attention(q, k, v, mask, dropout_p=p, divisor=divisor)
         a = (a.transpose(1, 2) if padded else a).reshape(*lead, H)
-        a = self.attn_out_dropout(self.attn_out(a))
+        a = self.attn_out_dropout(linear(a, self.attn_out))
         x = x + a if self.pre_norm else self.attn_norm(x + a)
         h = self.ffn_norm(x) if self.pre_norm else x
-        inner = linear_gelu(h, self.ffn_in) if self.gelu_epilogue else None
+        inner = linear_gelu(h, self.ffn_in, self.act) if self.gelu_epilogue else None
         if inner is None:
-            inner = self.mlp_kind.inner(self.ffn_in(h), self.act)
-        f = self.ffn_out_dropout(self.ffn_out(self.ffn_inner_dropout(inner)))
+            inner = self.mlp_kind.inner(linear(h, self.ffn_in), self.act)
+        f = self.ffn_out_dropout(linear(self.ffn_inner_dropout(inner), self.ffn_out))
         return x + f if self.pre_norm else self.ffn_norm(x + f)
 
 

@@ -74,22 +74,33 @@ def attention(
 
 
 # --- CPU, bfloat16: blocked attention -------------------------------------------------------------------------------
-# torch's CPU flash-attention kernel runs bfloat16 no faster than float32 (~100 GFLOP/s on 2 Zen cores, head size
-# 32): for a bfloat16 MiniLM it is 37 % of the forward. Computed unfused, a few sequences at a time so the scores
-# stay in cache, the two products run on the bfloat16 GEMMs: attention ~1.7x, MiniLM embeddings 120.7 → 148.2
-# sent/s. The same function: q·kᵀ in bfloat16 (float32 accumulation), scale, mask and softmax in float32,
-# probabilities·v in bfloat16. Only where one sequence's scores are small (≤ 4 blocks, T ≲ 590 at 12 heads): long
-# sequences keep the flash kernel's O(T) memory. Compiled code keeps SDPA (inductor fuses it its own way).
+# On CPUs with AVX512-BF16 but no AMX (AMD Zen 4), torch's CPU flash-attention kernel runs bfloat16 no faster than
+# float32 (~100 GFLOP/s on 2 cores, head size 32): for a bfloat16 MiniLM it is 37 % of the forward. Computed unfused,
+# a few sequences at a time so the scores stay in cache, the two products run on the bfloat16 GEMMs: attention ~1.7x,
+# MiniLM embeddings 120.7 → 148.2 sent/s. With AMX tiles (Intel Sapphire Rapids and later) the flash kernel runs its
+# products on them and is the faster one: 1.4-3.5x the blocked path at MiniLM's shapes on 2 Xeon cores
+# (benchmarks/RESULTS.md), so there it keeps the work. The same function: q·kᵀ in bfloat16 (float32 accumulation),
+# scale, mask and softmax in float32, probabilities·v in bfloat16. Only where one sequence's scores are small
+# (≤ 4 blocks, T ≲ 590 at 12 heads): long sequences keep the flash kernel's O(T) memory. Compiled code keeps SDPA
+# (inductor fuses it its own way).
 
 SCORE_BLOCK = 1 << 20  # float32 scores per block (4 MiB): about the L2 caches of two cores
-CPU_BLOCKED_ATTENTION = True  # False: leave bfloat16 attention on CPU to F.scaled_dot_product_attention
+CPU_BLOCKED_ATTENTION: bool | None = None  # None: where the CPU has no AMX tiles; True / False: always / never
+
+
+@functools.cache
+def cpu_has_amx() -> bool:
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe and probe())
 
 
 def takes_blocked(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
-    return (CPU_BLOCKED_ATTENTION and q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.dim() == 4
+    if torch.compiler.is_compiling() or CPU_BLOCKED_ATTENTION is False:
+        return False
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.dim() == 4
             and not dropout_p and k.shape[1] == q.shape[1] and q.shape[1] * q.shape[2] * k.shape[2] <= 4 * SCORE_BLOCK
             and (mask is None or (mask.dtype == q.dtype and mask.dim() == 4))
-            and not torch.compiler.is_compiling())
+            and (CPU_BLOCKED_ATTENTION or not cpu_has_amx()))
 
 
 def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,

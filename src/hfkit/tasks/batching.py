@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
 from ..errors import HfkitError
+from ..heap import keep_freed_memory
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -52,15 +54,17 @@ def run_batched(
 ) -> list[Any]:
     """Run `model` over unpadded `features` in batches of similar length; `step(output, batch)` gives one
     result per row of a batch. Results come back in input order. The model runs in eval mode under
-    `torch.inference_mode()` on its own device; its train/eval state is restored afterwards."""
+    `torch.inference_mode()` on its own device; its train/eval state is restored afterwards. On the CPU, freed
+    large buffers stay in the heap meanwhile (`heap.keep_freed_memory`: no page faults per tensor)."""
     if batch_size < 1:
         raise TaskInputError(f"batch_size must be >= 1, got {batch_size}.")
     order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
     results: list[Any] = [None] * len(features)
     device, was_training = model_device(model), model.training
     model.eval()
+    keep = keep_freed_memory() if device.type == "cpu" else contextlib.nullcontext()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), keep:
             for lo in range(0, len(order), batch_size):
                 chunk = order[lo : lo + batch_size]
                 padded = tokenizer.pad([features[i] for i in chunk], return_tensors="pt")
