@@ -128,9 +128,9 @@ def warn_once(message: str) -> None:
 
 _CHOSEN: dict = {}  # step → its compiled form that worked, or the step itself after compile failures
 # mode="reduce-overhead" (CUDA graphs) plus gpt-fast's coordinate-descent tuning of the generated kernels: on the H100
-# a Llama-1B-shaped bf16 step went from 1.66 to 1.36 ms; combo kernels (independent small kernels launched as one)
-# took the int8 step from 1.204 to 1.150 ms (benchmarks/explore/decode_step.py, RESULTS.md)
-STEP_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True, "combo_kernels": True}
+# a Llama-1B-shaped bf16 step went from 1.66 to 1.36 ms (benchmarks/explore/decode_step.py). Tried and left off:
+# combo kernels (int8 step 1.204 → 1.150 ms but bf16 1.325 → 1.364 ms), programmatic dependent launch (int8 1.294 ms)
+STEP_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True}
 
 
 def compiled_step(step, device: torch.device):
