@@ -66,7 +66,8 @@ def test_cpu_bfloat16_encoder_is_as_close_to_float32_as_the_plain_path(tmp_path,
     taken, chooses = [], fused_linear.on_cpu_bfloat16
     with torch.inference_mode():
         truth = truth_model(**batch).last_hidden_state[keep]
-        monkeypatch.setattr(fused_linear, "on_cpu_bfloat16", lambda x, layer: taken.append(chooses(x, layer)) or taken[-1])
+        spy = lambda x, layer: taken.append(chooses(x, layer)) or taken[-1]
+        monkeypatch.setattr(fused_linear, "on_cpu_bfloat16", spy)
         fused = model(**batch).last_hidden_state[keep].float()
         assert taken and all(taken)  # every Linear of the stack took the fused path
         monkeypatch.setattr(fused_linear, "CPU_FUSED_LINEAR", False)

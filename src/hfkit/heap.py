@@ -47,7 +47,7 @@ def glibc():
 
 def set_thresholds(libc, value: int) -> bool:
     """Both thresholds to `value` bytes; False if glibc refuses it."""
-    return bool(libc.mallopt(M_TRIM_THRESHOLD, ctypes.c_int(value))) and bool(libc.mallopt(M_MMAP_THRESHOLD, ctypes.c_int(value)))
+    return all(libc.mallopt(parameter, ctypes.c_int(value)) for parameter in (M_TRIM_THRESHOLD, M_MMAP_THRESHOLD))
 
 
 @contextlib.contextmanager
