@@ -88,3 +88,14 @@ def test_bfloat16_training_on_cpu_warns_where_emulated(cpu, tiny_bert, tmp_path)
     rows = [{"text": "a b", "label": 0}, {"text": "c d", "label": 1}]
     with pytest.warns(RuntimeWarning, match="precision='fp32'"):
         hfkit.Trainer(model, config, train_data=rows)
+
+
+def test_amx_from_torchs_probe_else_the_cpuinfo_flag(monkeypatch):
+    monkeypatch.setattr(cpu_support, "cpu_flags", lambda: frozenset({"avx512f", "amx_tile"}))
+    for probe, expected in ((lambda: False, False), (lambda: True, True), (None, True)):
+        cpu_support.has_amx.cache_clear()
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", probe, raising=False)
+        if probe is None:
+            monkeypatch.delattr(torch.cpu, "_is_amx_tile_supported")
+        assert cpu_support.has_amx() is expected
+    cpu_support.has_amx.cache_clear()

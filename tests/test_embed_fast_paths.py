@@ -195,7 +195,7 @@ def test_blocked_attention_in_bfloat16_is_as_close_as_sdpa():
 
 @pytest.mark.parametrize("amx", [False, True])
 def test_blocked_attention_is_chosen_where_the_cpu_has_no_amx(amx, monkeypatch):
-    monkeypatch.setattr(attention_module, "cpu_has_amx", lambda: amx)
+    monkeypatch.setattr(attention_module, "has_amx", lambda: amx)
     q, k, v, mask, _ = padded(2, 2, 5, 4, torch.bfloat16)
     assert attention_module.takes_blocked(q, k, mask, 0.0) is not amx
     monkeypatch.setattr(attention_module, "CPU_BLOCKED_ATTENTION", amx)  # the switch overrides the choice

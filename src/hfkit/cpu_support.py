@@ -51,6 +51,14 @@ def missing_instructions(kind: str) -> str | None:
     return None if native else needed
 
 
+@lru_cache(maxsize=1)
+def has_amx() -> bool:
+    """Whether this CPU has AMX tiles (torch's probe, which also asks the OS; else the cpuinfo flag). torch's CPU
+    flash attention runs its bfloat16 products on them (see nn/attention.py)."""
+    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
+    return bool(probe()) if probe is not None else "amx_tile" in cpu_flags()
+
+
 _WARNED: set[str] = set()
 
 

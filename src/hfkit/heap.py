@@ -4,8 +4,8 @@ glibc serves every allocation above its mmap threshold (128 KiB at start, raised
 freed) with a fresh `mmap` and gives it back with `munmap` when freed, and trims the heap's free top back to the
 OS. A CPU forward allocates and frees tensors of megabytes per operation, so every one of them is page-faulted in
 anew: on a 2-core Xeon (AMX), a bfloat16 MiniLM feed-forward input (4800 × 384 → 1536) with its GELU took 11.0 ms
-with glibc's defaults and 3.8 ms with freed memory kept, and 512 MiniLM embeddings 3.02 → 2.59 s (bfloat16) and
-8.33 → 7.50 s (float32) (benchmarks/RESULTS.md). jemalloc or tcmalloc under LD_PRELOAD do the same for a whole
+with glibc's defaults and 3.8 ms with freed memory kept, and MiniLM embeddings went 188 → 224 sent/s (bfloat16) and
+56 → 69 sent/s (float32) (benchmarks/RESULTS.md, the lever rows). jemalloc or tcmalloc under LD_PRELOAD do the same for a whole
 process; this does it for the block only: `keep_freed_memory()` raises both thresholds while it runs, then sets
 them back to glibc's starting values, after which glibc trims the heap's free top on the next free as usual (an
 explicit `malloc_trim` at the end cost ~3 ms per call, more than a one-text embedding gains).

@@ -8,6 +8,8 @@ import inspect
 import torch
 import torch.nn.functional as F
 
+from ..cpu_support import has_amx
+
 
 def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """(B, T) 1/0 keep-mask → (B, 1, 1, T) additive mask for SDPA; None when nothing is masked."""
@@ -88,19 +90,13 @@ SCORE_BLOCK = 1 << 20  # float32 scores per block (4 MiB): about the L2 caches o
 CPU_BLOCKED_ATTENTION: bool | None = None  # None: where the CPU has no AMX tiles; True / False: always / never
 
 
-@functools.cache
-def cpu_has_amx() -> bool:
-    probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
-    return bool(probe and probe())
-
-
 def takes_blocked(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
     if torch.compiler.is_compiling() or CPU_BLOCKED_ATTENTION is False:
         return False
     return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.dim() == 4
             and not dropout_p and k.shape[1] == q.shape[1] and q.shape[1] * q.shape[2] * k.shape[2] <= 4 * SCORE_BLOCK
             and (mask is None or (mask.dtype == q.dtype and mask.dim() == 4))
-            and (CPU_BLOCKED_ATTENTION or not cpu_has_amx()))
+            and (CPU_BLOCKED_ATTENTION or not has_amx()))
 
 
 def blocked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
