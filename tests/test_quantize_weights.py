@@ -1,7 +1,7 @@
 """`quantize_weights_int8`: int8 weights (per output channel) with activations in the model's dtype, for decoding.
 
-Each layer multiplies by exactly its dequantized weight; every Linear / GPT-2 Conv1D of a decoder is swapped, the
-LM head gets its own copy when tied, embeddings stay; the tiny decoders' logits stay close to the unquantized ones;
+Each layer multiplies by exactly its dequantized weight; every Linear / GPT-2 Conv1D of a decoder is swapped, q | k | v
+and gate | up stacked into one layer each, the LM head gets its own copy when tied, embeddings stay; the tiny decoders' logits stay close to the unquantized ones;
 generation runs with the dynamic and the static cache alike (and compiled on CUDA, token-identical to eager).
 Quantized models refuse export, training and a second quantization."""
 
@@ -59,7 +59,10 @@ def test_decoders_quantize_every_projection_and_stay_close(family, tmp_path):
         quantize_weights_int8(ours)
         lossy = ours(ids, mask).logits
     swapped = [m for m in ours.modules() if isinstance(m, Int8WeightLinear)]
-    assert len(swapped) == len(projections)  # the LM head among them, tied or not
+    stacked = 3 * 2 if family != "gpt2" else 0  # per layer, q | k | v and gate | up became one layer each
+    assert len(swapped) == len(projections) - stacked  # the LM head among them, tied or not
+    assert sum(m.out_features for m in swapped) == sum(m.out_features if type(m) is nn.Linear else m.weight.shape[1]
+                                                       for m in projections)
     assert isinstance(ours.lm_head, Int8WeightLinear) and not any(type(m) in (nn.Linear, Conv1D) for m in ours.modules())
     embeddings = [m for m in ours.modules() if isinstance(m, nn.Embedding)]
     assert embeddings and all(m.weight.dtype == torch.float32 for m in embeddings)  # embeddings stay
@@ -67,6 +70,23 @@ def test_decoders_quantize_every_projection_and_stay_close(family, tmp_path):
     cosine = F.cosine_similarity(exact[keep], lossy[keep], dim=-1)
     assert cosine.min() > 0.999, cosine.min()
     assert is_quantized(ours) and not ours.training
+
+
+def test_stacked_layers_compute_the_layers_side_by_side():
+    torch.manual_seed(0)
+    parts = [Int8WeightLinear.from_layer(nn.Linear(32, n, bias=b)) for n, b in ((24, True), (8, False), (8, True))]
+    stacked = Int8WeightLinear.stack(parts)
+    x = torch.randn(3, 5, 32)
+    assert torch.allclose(stacked(x), torch.cat([p(x) for p in parts], dim=-1), atol=1e-6)
+    assert stacked.bias[24:32].eq(0).all() and stacked.weight_int8.shape == (40, 32)
+
+
+def test_stacked_glu_is_the_activation_of_gate_times_up():
+    torch.manual_seed(0)
+    gate, up = (Int8WeightLinear.from_layer(nn.Linear(16, 12)) for _ in range(2))
+    stacked = Int8WeightLinear.stack([gate, up])
+    x = torch.randn(2, 16)
+    assert torch.allclose(stacked.forward_glu(x, F.silu), F.silu(gate(x)) * up(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral"])

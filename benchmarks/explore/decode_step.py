@@ -2,7 +2,8 @@
 
 (a) generate_tokens end to end; (b) the compiled greedy step (forward, argmax, bookkeeping: what generate replays
 per token) alone in a tight loop; (c) the same with q|k|v and gate|up fused into single GEMVs (weights concatenated
-in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8; --profile: the kernels of 50 step
+in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8 (--before: also the int8 step as
+the third session had it, unstacked layers and inductor's products, in the same process); --profile: the kernels of 50 step
 replays; --options: inductor options added to STEP_OPTIONS, one variant per argument (KEY=VALUE[,KEY=VALUE]), each
 compiled afresh in this process, e.g. `--options "" combo_kernels=True triton.enable_pdl=True`.
 
@@ -12,19 +13,27 @@ compiled afresh in this process, e.g. `--options "" combo_kernels=True triton.en
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import tempfile
 import time
 
 import torch
 import transformers
+from torch import nn
 
 import hfkit
 from hfkit.bench.decode_gpu import llama_1b_config
 from hfkit.generation import generate_tokens, static_cache
 from hfkit.generation.greedy_static import GreedyState, greedy_step
-from hfkit.generation.static_cache import compiled_step, prefill_static, static_cache_for
-from hfkit.nn.quantize import quantize_weights_int8
+from hfkit.generation.static_cache import (
+    compiled_step,
+    prefill_static,
+    static_cache_for,
+)
+from hfkit.nn import matvec
+from hfkit.nn.quantize import Int8WeightLinear, quantize_weights_int8
+from hfkit.nn.replace import replace_modules
 
 
 def loop_ms(fn, n=200) -> float:
@@ -79,6 +88,7 @@ def main():
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--fused", action="store_true", help="also the q|k|v, gate|up variant (bf16 only)")
+    parser.add_argument("--before", action="store_true", help="with --int8: also the unstacked int8 step, no matvec")
     parser.add_argument("--options", nargs="*", default=[""], help="inductor option sets, one variant each")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -88,6 +98,10 @@ def main():
         reference.save_pretrained(tmp)
         model = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
     del reference
+    before = None
+    if args.int8 and args.before:  # the third session's int8 step: unstacked layers, inductor's products
+        before = copy.deepcopy(model)
+        replace_modules(before, {m: Int8WeightLinear.from_layer(m) for m in before.modules() if type(m) is nn.Linear})
     if args.int8:
         quantize_weights_int8(model)
     ids = torch.randint(5, config.vocab_size - 1, (1, 128), generator=torch.Generator().manual_seed(1)).cuda()
@@ -95,13 +109,16 @@ def main():
     variants = [(f"separate projections, options {o or 'as shipped'}", o, lambda: None) for o in args.options]
     if args.fused and not args.int8:
         variants.append(("fused q|k|v, gate|up", "", lambda: fuse(model)))
+    if before is not None:
+        variants.append(("before: unstacked int8, inductor's products (matvec off)", "", lambda: None))
     for label, options, prepare in variants:
         prepare()
         torch._dynamo.reset()
         static_cache._CHOSEN.clear()
         static_cache.STEP_OPTIONS.clear()
         static_cache.STEP_OPTIONS.update(SHIPPED, **parse_options(options))
-        measure(model, ids, mask, label, args.profile)
+        matvec.ENABLED = not label.startswith("before")
+        measure(before if label.startswith("before") else model, ids, mask, label, args.profile)
 
 
 SHIPPED = dict(static_cache.STEP_OPTIONS)

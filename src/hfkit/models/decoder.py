@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import Callable
 
 import torch
 from torch import nn
@@ -220,6 +221,14 @@ class Attention(nn.Module):
         else:
             self.q_norm = self.k_norm = None
 
+    def stack_projections(self, stack: Callable[[list[nn.Module]], nn.Module]) -> None:
+        """Replace q_proj, k_proj and v_proj by one `qkv_proj = stack([q, k, v])` (rows q | k | v), split in forward
+        as a family's fused one. For inference copies (int8 decoding: one kernel instead of three), which are never
+        exported: the checkpoint keys change."""
+        if self.qkv_proj is None:
+            self.qkv_proj = stack([self.q_proj, self.k_proj, self.v_proj])
+            del self.q_proj, self.k_proj, self.v_proj
+
     def forward(self, x, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor:  # (B, T, H)
         B, T, _ = x.shape
         heads = lambda t: t.view(B, T, -1, self.head_dim)  # (B, T, n, D)
@@ -270,8 +279,16 @@ class MLP(nn.Module):
         self.__dict__["proj_out"] = place(self, names.mlp_out, linear(inner, hidden, bias=bias))
         self.act = activation(config.hidden_act)
 
+    def stack_projections(self, stack: Callable[[list[nn.Module]], nn.Module]) -> None:
+        """Replace gate_proj and up_proj by one `proj_in = stack([gate, up])`, as Attention.stack_projections."""
+        if self.proj_in is None:
+            self.proj_in = stack([self.gate_proj, self.up_proj])
+            del self.gate_proj, self.up_proj
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.proj_in is not None:
+        if self.proj_in is not None and self.kind is MLPKind.GLU and hasattr(self.proj_in, "forward_glu"):
+            h = self.proj_in.forward_glu(x, self.act)  # (B, T, I): a projection with its own GLU kernel (int8)
+        elif self.proj_in is not None:
             h = self.kind.inner(self.proj_in(x), self.act)  # (B, T, I); GLU: act(gate) · up of the fused halves
         else:
             h = self.act(self.gate_proj(x)) * self.up_proj(x)  # (B, T, I)

@@ -17,9 +17,11 @@ gives 0.83 there: a few hidden channels are outliers). Row scaling and rescaling
     model.embed(texts)
 
 `quantize_weights_int8` (any device, `Int8WeightLinear`): int8 weights only, activations stay in the model's dtype,
-y = (x · q_wᵀ) · s_w + b. For memory-bound decoding: a batch-1 decode step streams every weight once per token, and
-under torch.compile the int8 → bfloat16 cast fuses into the matrix-vector kernel, so the step reads half the bytes
-(gpt-fast's int8 scheme). Eager, each call materialises the cast weight: slower than bfloat16 outside compiled steps.
+y = (x · q_wᵀ) · s_w + b. For memory-bound decoding: a batch-1 decode step streams every weight once per token, so
+int8 reads half the bytes (gpt-fast's int8 scheme). A decode step's few rows go through `nn.matvec`'s Triton kernels,
+with the decoder's q | k | v and gate | up stacked into one layer each (the GLU's activation inside the kernel);
+more rows, compiled, fuse the int8 → bfloat16 cast into the matrix product. Eager, those materialise the cast
+weight: slower than bfloat16 outside compiled steps.
 
     model = hfkit.AutoModelForCausalLM.from_pretrained(name, dtype="bfloat16", device="cuda")
     quantize_weights_int8(model)  # every Linear (and GPT-2 Conv1D), the LM head included; embeddings stay
@@ -37,6 +39,8 @@ from torch import nn
 
 from ..cpu_support import warn_if_emulated
 from ..errors import HfkitError
+from . import matvec
+from .mlp import MLPKind
 from .replace import replace_modules
 
 QMAX = 127  # symmetric int8: -127..127, so that -q is representable
@@ -167,9 +171,33 @@ class Int8WeightLinear(_QuantizedLinear):
         """(out, in) float32: the weight this layer multiplies by."""
         return self.weight_int8.float() * self.weight_scale.float()[:, None]
 
+    @classmethod
+    def stack(cls, layers: list[Int8WeightLinear]) -> Int8WeightLinear:
+        """One layer whose output is the layers' outputs side by side (their rows stacked: the same numbers, one
+        scale per row); a missing bias is zeros."""
+        first = layers[0]
+        biased = any(layer.bias is not None for layer in layers)
+        module = cls(first.in_features, sum(layer.out_features for layer in layers), biased,
+                     first.weight_scale.dtype, first.weight_int8.device)
+        module.weight_int8.copy_(torch.cat([layer.weight_int8 for layer in layers]))
+        module.weight_scale.copy_(torch.cat([layer.weight_scale for layer in layers]))
+        if biased:
+            module.bias.copy_(torch.cat([layer.bias if layer.bias is not None else torch.zeros_like(layer.weight_scale)
+                                         for layer in layers]))
+        return module
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) → (..., out)
+        if matvec.applies(x):  # a decode step's few rows: the Triton kernel, reading the int8 weight once
+            return matvec.matvec(x, self.weight_int8, self.weight_scale, self.bias)
         y = F.linear(x, self.weight_int8.to(x.dtype)) * self.weight_scale.to(x.dtype)  # the cast fuses when compiled
         return y if self.bias is None else y + self.bias.to(x.dtype)
+
+    def forward_glu(self, x: torch.Tensor, act: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """A stacked gate | up layer: act(gate) · up, (..., in) → (..., out / 2); one kernel where matvec applies."""
+        code = matvec.KERNEL_ACTIVATIONS.get(act)
+        if code is not None and matvec.applies(x):
+            return matvec.glu_matvec(x, self.weight_int8, self.weight_scale, self.bias, code)
+        return MLPKind.GLU.inner(self(x), act)
 
 
 def _check_quantizable(model: nn.Module) -> None:
@@ -217,8 +245,9 @@ def quantize_int8(model: nn.Module, layers: str = "feed-forward", compile: bool 
 
 
 def quantize_weights_int8(model: nn.Module) -> nn.Module:
-    """Replace every nn.Linear and GPT-2 Conv1D of `model` (in place) by an `Int8WeightLinear`; returns `model`, in
-    eval mode. Embeddings stay as they are: a head tied to them gets its own int8 copy. Any device and float dtype.
+    """Replace every nn.Linear and GPT-2 Conv1D of `model` (in place) by an `Int8WeightLinear`, a decoder's q, k, v
+    and gate, up projections stacked into one each; returns `model`, in eval mode. Embeddings stay as they are: a
+    head tied to them gets its own int8 copy. Any device and float dtype.
     Meant for compiled decoding (module doc); inference only: it cannot be trained or saved as a checkpoint."""
     from .conv1d import Conv1D
 
@@ -227,6 +256,9 @@ def quantize_weights_int8(model: nn.Module) -> nn.Module:
     if not layers:
         raise QuantizationError(f"{type(model).__name__} has no Linear layers to quantize.")
     replace_modules(model, {layer: Int8WeightLinear.from_layer(layer) for layer in layers})
+    for module in list(model.modules()):  # the decoder's q | k | v and gate | up, one layer (one kernel) each
+        if hasattr(module, "stack_projections"):
+            module.stack_projections(Int8WeightLinear.stack)
     return model.eval()
 
 
