@@ -21,7 +21,6 @@ import torch
 
 from ..cpu_support import warn_if_emulated
 from ..errors import ConfigError
-from ..nn.quantize import is_quantized
 from . import metrics
 from .checkpoint import (
     checkpoint_dir,
@@ -59,6 +58,8 @@ class Trainer:
     def __init__(self, model, config: TrainingConfig | None = None, train_data=None, eval_data=None, *,
                  tokenizer=None, task: str | None = None, device: str | torch.device | None = None,
                  callbacks: Sequence[Callback] = ()):
+        from ..nn.quantize import is_quantized  # here: it brings nn.matvec (and Triton) with it
+
         if is_quantized(model):
             raise ConfigError("This model is int8-quantized (inference only): train the model before quantizing it.")
         self.config = config or TrainingConfig()
