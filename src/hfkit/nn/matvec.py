@@ -48,11 +48,11 @@ def applies(x: torch.Tensor) -> bool:
             and not (torch.is_grad_enabled() and x.requires_grad))
 
 
-def config_for(n: int, k: int) -> dict:
-    """Launch shape for an (n, k) weight: enough programs to keep every multiprocessor streaming."""
-    block_k = min(1024, triton.next_power_of_2(k))
-    block_n = 16 if n >= 16384 else 8 if n >= 4096 else 4
-    return {"BLOCK_N": block_n, "BLOCK_K": block_k, "num_warps": 4}
+def config_for(n: int, k: int, glu: bool = False) -> dict:
+    """Launch shape for an (n, k) weight (2n rows for the GLU form): 32 weight bytes per thread and product in
+    flight (more spills the per-lane sums out of registers), enough programs to keep every multiprocessor
+    streaming."""
+    return {"BLOCK_N": 8, "BLOCK_K": min(512, triton.next_power_of_2(k)), "num_warps": 4}
 
 
 if triton is not None:
@@ -72,17 +72,21 @@ if triton is not None:
         block, row = tl.program_id(0), tl.program_id(1)
         offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
         n_ok = offs_n < N
-        acc = tl.zeros((BLOCK_N,), dtype=tl.float32)
-        up = tl.zeros((BLOCK_N,), dtype=tl.float32)
+        partial = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)  # per-lane sums, reduced once after the loop
+        partial_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         for start in range(0, K, BLOCK_K):
             offs_k = start + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
             k_ok = offs_k < K
-            x = tl.load(x_ptr + row * stride_x + offs_k, mask=k_ok, other=0.0).to(tl.float32)[None, :]  # (1, BK)
             tile = offs_n[:, None] * stride_w + offs_k[None, :]  # (BLOCK_N, BLOCK_K)
             ok = n_ok[:, None] & k_ok[None, :]
-            acc += tl.sum(tl.load(w_ptr + tile, mask=ok, other=0).to(tl.float32) * x, axis=1)
+            # x read in the weight tile's shape (rows repeat from L1): no layout exchange through shared memory
+            x = tl.load(x_ptr + row * stride_x + offs_k[None, :] + 0 * offs_n[:, None], mask=ok, other=0.0)
+            x = x.to(tl.float32)  # (BLOCK_N, BLOCK_K)
+            partial += tl.load(w_ptr + tile, mask=ok, other=0).to(tl.float32) * x
             if ACT > 0:
-                up += tl.sum(tl.load(w_ptr + N * stride_w + tile, mask=ok, other=0).to(tl.float32) * x, axis=1)
+                partial_up += tl.load(w_ptr + N * stride_w + tile, mask=ok, other=0).to(tl.float32) * x
+        acc = tl.sum(partial, axis=1)  # (BLOCK_N,)
+        up = tl.sum(partial_up, axis=1)
         acc *= tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
         if HAS_BIAS:
             acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
@@ -100,7 +104,7 @@ def _launch(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: to
     k = x.shape[-1]
     rows = x.reshape(-1, k).contiguous()  # (M, K)
     y = torch.empty(rows.shape[0], n, dtype=x.dtype, device=x.device)  # (M, N)
-    config = config or config_for(weight.shape[0], k)
+    config = config or config_for(n, k, glu=bool(act))
     grid = (triton.cdiv(n, config["BLOCK_N"]), rows.shape[0])
     _matvec_kernel[grid](rows, weight, scale, bias if bias is not None else scale, y, n, rows.stride(0),
                          weight.stride(0), y.stride(0), K=k, HAS_BIAS=bias is not None, ACT=act, **config)
