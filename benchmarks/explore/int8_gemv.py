@@ -23,9 +23,9 @@ import triton
 from hfkit.nn import matvec
 
 # (label, stacked weight rows, K, GLU?, the unstacked products' rows)
-PRODUCTS = [("q|k|v", 3072, 2048, False, (2048, 512, 512)), ("o", 2048, 2048, False, (2048,)),
-            ("gate|up + SiLU", 16384, 2048, True, (8192, 8192)), ("down", 2048, 8192, False, (2048,)),
-            ("lm head", 128256, 2048, False, (128256,))]
+PRODUCTS = [("down", 2048, 8192, False, (2048,)), ("o", 2048, 2048, False, (2048,)),
+            ("lm head", 128256, 2048, False, (128256,)), ("gate|up + SiLU", 16384, 2048, True, (8192, 8192)),
+            ("q|k|v", 3072, 2048, False, (2048, 512, 512))]
 
 
 def per_call_us(fn, operands: list, calls: int = 200) -> float:
@@ -60,10 +60,10 @@ def main() -> None:
     tuned = {"coordinate_descent_tuning": True}
     inductor = torch.compile(lambda x, ws: [lin(x, w, s) for w, s in ws], options=tuned, dynamic=False)
     inductor_glu = torch.compile(lambda x, ws: F.silu(lin(x, *ws[0])) * lin(x, *ws[1]), options=tuned, dynamic=False)
-    def sweep(glu: bool) -> list[dict]:  # 16–64 float32 per-lane sums per thread: fewer starve, more spill
+    def sweep(glu: bool) -> list[dict]:  # 32–64 float32 per-lane sums per thread: fewer starve, more spill
         shapes = itertools.product((1, 2, 4, 8, 16, 32), (128, 256, 512, 1024, 2048), (2, 4, 8))
         return [{"BLOCK_N": bn, "BLOCK_K": bk, "num_warps": w} for bn, bk, w in shapes
-                if 16 <= bn * bk // (32 * w) * (1 + glu) <= 64 and bn * bk // (32 * w) <= 64]
+                if 32 <= bn * bk // (32 * w) * (1 + glu) <= 64 and bn * bk // (32 * w) <= 64]
 
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}; batch 1, bf16 x")
     total = {"shipped": 0.0, "best": 0.0, "before": 0.0, "cublas": 0.0}

@@ -49,10 +49,14 @@ def applies(x: torch.Tensor) -> bool:
 
 
 def config_for(n: int, k: int, glu: bool = False) -> dict:
-    """Launch shape for an (n, k) weight (2n rows for the GLU form): 32 weight bytes per thread and product in
-    flight (more spills the per-lane sums out of registers), enough programs to keep every multiprocessor
-    streaming."""
-    return {"BLOCK_N": 8, "BLOCK_K": min(512, triton.next_power_of_2(k)), "num_warps": 4}
+    """Launch shape for an (n, k) weight (2n rows for the GLU form): 32 float32 per-lane sums per thread, few
+    rows per program so that even a 2048-row weight spreads over every multiprocessor. The fastest shapes of
+    `benchmarks/explore/int8_gemv.py` on an H100 (Llama-1B's products, 2026-12-05)."""
+    if glu:
+        return {"BLOCK_N": 2, "BLOCK_K": min(1024, triton.next_power_of_2(k)), "num_warps": 4}
+    if n >= 65536:  # LM heads: plenty of programs already
+        return {"BLOCK_N": 2, "BLOCK_K": min(1024, triton.next_power_of_2(k)), "num_warps": 2}
+    return {"BLOCK_N": 1, "BLOCK_K": min(2048, triton.next_power_of_2(k)), "num_warps": 2}
 
 
 if triton is not None:
