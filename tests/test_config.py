@@ -62,6 +62,7 @@ def test_num_labels_override_replaces_file_labels():
     ({"is_decoder": True}, "decoder"),
     ({"id2label": {"zero": "a"}}, "integers"),
     ({"layer_norm_eps": None}, "layer_norm_eps"),
+    ({"num_labels": 10**12}, "more than"),  # found by the fuzz test below: LABEL_i names for each ran out of memory
 ])
 def test_bad_fields_are_config_errors(raw, match):
     with pytest.raises(ConfigError, match=match):

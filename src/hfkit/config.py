@@ -28,6 +28,9 @@ def read_config_json(directory: Path) -> dict[str, Any]:
     return raw
 
 
+MAX_LABELS = 1 << 20  # generous for any classification head (its weight alone: MAX_LABELS × hidden)
+
+
 def label_maps(id2label: Any, label2id: Any, num_labels: Any) -> tuple[dict[int, str], dict[str, int]]:
     """Normalise label maps: int keys for id2label, `LABEL_i` names when only a count is known (transformers' rule)."""
     for name, value in (("id2label", id2label), ("label2id", label2id)):
@@ -35,6 +38,9 @@ def label_maps(id2label: Any, label2id: Any, num_labels: Any) -> tuple[dict[int,
             raise ConfigError(f"{name} must be a mapping, got {value!r}.")
     if num_labels is not None and (not isinstance(num_labels, int) or isinstance(num_labels, bool) or num_labels < 0):
         raise ConfigError(f"num_labels must be a non-negative integer, got {num_labels!r}.")
+    if num_labels is not None and num_labels > MAX_LABELS:  # LABEL_i names for each: memory grows with the count
+        raise ConfigError(f"num_labels={num_labels} is more than {MAX_LABELS} labels; pass id2label for real label "
+                          "names, or a count that fits a classification head.")
     if id2label:
         try:
             id2label = {int(k): str(v) for k, v in id2label.items()}
