@@ -1,9 +1,9 @@
 """`quantize_weights_int8`: int8 weights (per output channel) with activations in the model's dtype, for decoding.
 
 Each layer multiplies by exactly its dequantized weight; every Linear / GPT-2 Conv1D of a decoder is swapped, q | k | v
-and gate | up stacked into one layer each, the LM head gets its own copy when tied, embeddings stay; the tiny decoders' logits stay close to the unquantized ones;
-generation runs with the dynamic and the static cache alike (and compiled on CUDA, token-identical to eager).
-Quantized models refuse export, training and a second quantization."""
+and gate | up stacked into one layer each, the LM head gets its own copy when tied, embeddings stay; the tiny
+decoders' logits stay close to the unquantized ones; generation runs with the dynamic and the static cache alike
+(and compiled on CUDA, token-identical to eager). Quantized models refuse export, training and a second quantization."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@
 (a) generate_tokens end to end; (b) the compiled greedy step (forward, argmax, bookkeeping: what generate replays
 per token) alone in a tight loop; (c) the same with q|k|v and gate|up fused into single GEMVs (weights concatenated
 in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8 (--before: also the int8 step as
-the third session had it, unstacked layers and inductor's products, in the same process); --profile: the kernels of 50 step
-replays; --options: inductor options added to STEP_OPTIONS, one variant per argument (KEY=VALUE[,KEY=VALUE]), each
+the third session had it, unstacked layers and inductor's products, in the same process); --profile: the kernels of
+50 step replays; --options: inductor options added to STEP_OPTIONS, one variant per argument (KEY=VALUE[,KEY=VALUE]), each
 compiled afresh in this process, e.g. `--options "" combo_kernels=True triton.enable_pdl=True`.
 
     PYTHONPATH=src python benchmarks/explore/decode_step.py [--int8] [--fused] [--profile] [--options ...]

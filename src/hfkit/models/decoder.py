@@ -17,9 +17,9 @@ and the config (head_dim, sliding window per `layer_types`, rope type, partial r
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
-from collections.abc import Callable
 
 import torch
 from torch import nn
