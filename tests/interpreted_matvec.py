@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hfkit.nn import matvec
 from hfkit.nn.activations import gelu_tanh
@@ -46,6 +47,39 @@ def check_kernels() -> None:
     assert not matvec.applies(torch.randn(matvec.MAX_ROWS + 1, 8))  # a matrix product: not this kernel's
 
 
+def check_float_kernels() -> None:
+    """`linears` (1–3 layers side by side) and `glu_linear` on float layers against float64; a launch shape whose
+    blocks would straddle two weights falls back to one row per block."""
+    gen = torch.Generator().manual_seed(2)
+    for sizes, k, biased, rows, dtype in [((40,), 96, True, 1, torch.float32), ((24, 8, 8), 200, False, 3,
+                                          torch.bfloat16), ((6, 5, 7), 64, True, 4, torch.float32)]:
+        layers = [nn.Linear(k, n, bias=biased).to(dtype) for n in sizes]
+        x = torch.randn(rows, 1, k, generator=gen).to(dtype)
+        with torch.no_grad():
+            ref = torch.cat([F.linear(x.double(), layer.weight.double(), None if layer.bias is None
+                                      else layer.bias.double()) for layer in layers], dim=-1)
+            out = matvec.linears(x, layers)
+            blocked = matvec._launch(x, [layer.weight for layer in layers], None,
+                                     [layer.bias for layer in layers] if biased else None, 0,
+                                     {"BLOCK_N": 4, "BLOCK_K": 32, "num_warps": 1})
+        for y in (out, blocked):
+            error = ((y.double() - ref).norm() / ref.norm()).item()
+            assert y.shape == (rows, 1, sum(sizes)) and y.dtype == dtype, (y.shape, y.dtype)
+            assert error < (1e-6 if dtype == torch.float32 else 4e-3), (sizes, dtype, error)
+    for act, fn in ACTS.items():
+        gate, up = nn.Linear(48, 30), nn.Linear(48, 30)
+        x = torch.randn(2, 48, generator=gen)
+        with torch.no_grad():
+            ref = fn(gate(x)) * up(x)
+            out = matvec.glu_linear(x, gate, up, fn)
+        assert (out - ref).abs().max() <= 1e-5, (act, (out - ref).abs().max())
+    linear = nn.Linear(8, 4)
+    assert matvec.linears(torch.randn(1, 8), [linear]) is None  # a weight that wants gradients: autograd's path
+    with torch.no_grad():
+        assert matvec.linears(torch.randn(1, 8, dtype=torch.float64), [linear]) is None  # another dtype
+        assert matvec.glu_linear(torch.randn(1, 8), linear, linear, torch.relu) is None  # no kernel activation
+
+
 def check_decoders(tmp: Path) -> None:
     """A quantized float32 decoder's one-token step through the kernels equals the torch path (≤ 1e-5): Llama
     (SiLU), Gemma (tanh-GELU), Qwen2 (q | k | v biases)."""
@@ -64,9 +98,29 @@ def check_decoders(tmp: Path) -> None:
         assert (fused - plain).abs().max() <= 1e-5, (family, (fused - plain).abs().max())
 
 
+def check_float_decoders(tmp: Path) -> None:
+    """A float32 decoder's one-token step through the kernels (q | k | v, o, gate | up with its activation, down, LM
+    head) equals its torch path (≤ 1e-5): Llama, Gemma (tanh-GELU), Qwen2 (q | k | v biases), Phi-3 (fused
+    projections)."""
+    for family in ("llama", "gemma", "qwen2", "phi3"):
+        _, model = build(tmp / f"float-{family}", family)
+        ids = torch.randint(3, 90, (2, 6), generator=torch.Generator().manual_seed(1))
+        mask = torch.ones(2, 7, dtype=torch.long)
+        with torch.no_grad():
+            cache = model(ids, mask[:, :6], use_cache=True).past_key_values
+            step = ids[:, -1:]
+            fused = model(step, mask, past_key_values=copy.deepcopy(cache), use_cache=True).logits
+            matvec.ENABLED = False
+            plain = model(step, mask, past_key_values=cache, use_cache=True).logits
+            matvec.ENABLED = True
+        assert (fused - plain).abs().max() <= 1e-5, (family, (fused - plain).abs().max())
+
+
 if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
     check_kernels()
+    check_float_kernels()
     with tempfile.TemporaryDirectory() as tmp:
         check_decoders(Path(tmp))
+        check_float_decoders(Path(tmp))
     print("interpreted matvec: ok")

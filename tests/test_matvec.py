@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from hfkit.nn import matvec
 
@@ -57,3 +58,25 @@ def test_cuda_kernels_against_float64(act, n, k):
     else:
         out = matvec.matvec(x, w, scale, bias)
     assert ((out.double() - ref).norm() / ref.norm()).item() < 4e-3
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("rows", [1, 3])
+def test_cuda_float_layers_against_float64(dtype, rows):
+    """bf16 / float32 nn.Linear layers: q | k | v side by side (biases), the LM-head shape, gate | up with SiLU."""
+    torch.manual_seed(0)
+    make = lambda n, k, bias: torch.nn.Linear(k, n, bias=bias, device="cuda", dtype=dtype)
+    x = torch.randn(rows, 1, 2048, device="cuda", dtype=dtype)
+    tolerance = 4e-3 if dtype == torch.bfloat16 else 1e-5
+    with torch.no_grad():
+        for layers in ([make(2048, 2048, True), make(512, 2048, True), make(512, 2048, True)],
+                       [make(65600, 2048, False)]):
+            ref = torch.cat([F.linear(x.double(), m.weight.double(), None if m.bias is None else m.bias.double())
+                             for m in layers], dim=-1)
+            out = matvec.linears(x, layers)
+            assert out.dtype == dtype and ((out.double() - ref).norm() / ref.norm()).item() < tolerance
+        gate, up = make(8192, 2048, False), make(8192, 2048, False)
+        ref = F.silu(F.linear(x.double(), gate.weight.double())) * F.linear(x.double(), up.weight.double())
+        out = matvec.glu_linear(x, gate, up, F.silu)
+        assert ((out.double() - ref).norm() / ref.norm()).item() < tolerance

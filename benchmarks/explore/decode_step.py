@@ -2,8 +2,9 @@
 
 (a) generate_tokens end to end; (b) the compiled greedy step (forward, argmax, bookkeeping: what generate replays
 per token) alone in a tight loop; (c) the same with q|k|v and gate|up fused into single GEMVs (weights concatenated
-in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8 (--before: also the int8 step as
-the third session had it, unstacked layers and inductor's products, in the same process); --profile: the kernels of
+in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8. --before: also the step without
+`nn.matvec`'s kernels in the same process (bf16: cuBLAS / inductor products; --int8: the int8 step as the third
+session had it, unstacked layers and inductor's products); --profile: the kernels of
 50 step replays; --options: inductor options added to STEP_OPTIONS, one variant per argument (KEY=VALUE[,KEY=VALUE]), each
 compiled afresh in this process, e.g. `--options "" combo_kernels=True triton.enable_pdl=True`.
 
@@ -88,7 +89,8 @@ def main():
     parser.add_argument("--int8", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--fused", action="store_true", help="also the q|k|v, gate|up variant (bf16 only)")
-    parser.add_argument("--before", action="store_true", help="with --int8: also the unstacked int8 step, no matvec")
+    parser.add_argument("--before", action="store_true",
+                        help="also the step without the matvec kernels (--int8: with the layers unstacked, as before)")
     parser.add_argument("--options", nargs="*", default=[""], help="inductor option sets, one variant each")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -99,7 +101,9 @@ def main():
         model = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
     del reference
     before = None
-    if args.int8 and args.before:  # the third session's int8 step: unstacked layers, inductor's products
+    if args.before and not args.int8:  # the fifth session's bf16 step: cuBLAS / inductor products
+        before = model
+    if args.before and args.int8:  # the third session's int8 step: unstacked layers, inductor's products
         before = copy.deepcopy(model)
         replace_modules(before, {m: Int8WeightLinear.from_layer(m) for m in before.modules() if type(m) is nn.Linear})
     if args.int8:
@@ -110,7 +114,8 @@ def main():
     if args.fused and not args.int8:
         variants.append(("fused q|k|v, gate|up", "", lambda: fuse(model)))
     if before is not None:
-        variants.append(("before: unstacked int8, inductor's products (matvec off)", "", lambda: None))
+        what = "unstacked int8, inductor's products" if args.int8 else "cuBLAS / inductor products"
+        variants.append((f"before: {what} (matvec off)", "", lambda: None))
     for label, options, prepare in variants:
         prepare()
         torch._dynamo.reset()

@@ -24,11 +24,12 @@ from enum import Enum
 import torch
 from torch import nn
 
+from ..nn import matvec
 from ..nn.activations import activation
 from ..nn.attention import causal_mask, grouped_attention, softcapped_attention
+from ..nn.mlp import MLPKind
 from ..nn.rope import apply_rope
 from ..nn.rope_scaling import rope_cos_sin, rope_dim
-from ..nn.mlp import MLPKind
 from .base import PreTrainedModel, place
 from .family import Family
 
@@ -232,8 +233,12 @@ class Attention(nn.Module):
     def forward(self, x, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor:  # (B, T, H)
         B, T, _ = x.shape
         heads = lambda t: t.view(B, T, -1, self.head_dim)  # (B, T, n, D)
-        if self.qkv_proj is not None:
-            q, k, v = map(heads, self.qkv_proj(x).split(self.sizes, dim=-1))
+        projections = [self.qkv_proj] if self.qkv_proj is not None else [self.q_proj, self.k_proj, self.v_proj]
+        qkv = matvec.linears(x, projections)  # a decode step's rows: one kernel for q | k | v
+        if qkv is None and self.qkv_proj is not None:
+            qkv = self.qkv_proj(x)
+        if qkv is not None:
+            q, k, v = map(heads, qkv.split(self.sizes, dim=-1))
         else:
             q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         if self.q_norm is not None:
@@ -248,7 +253,7 @@ class Attention(nn.Module):
             a = softcapped_attention(q, k, v, mask, self.softcap, self.scale, dropout_p=p)  # (B, nh, T, D)
         else:
             a = grouped_attention(q, k, v, mask, dropout_p=p, scale=self.scale)  # (B, nh, T, D)
-        return self.o_proj(a.transpose(1, 2).reshape(B, T, -1))
+        return linear(self.o_proj, a.transpose(1, 2).reshape(B, T, -1))
 
 
 def partial_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -286,13 +291,21 @@ class MLP(nn.Module):
             del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.proj_in is not None and self.kind is MLPKind.GLU and hasattr(self.proj_in, "forward_glu"):
-            h = self.proj_in.forward_glu(x, self.act)  # (B, T, I): a projection with its own GLU kernel (int8)
-        elif self.proj_in is not None:
-            h = self.kind.inner(self.proj_in(x), self.act)  # (B, T, I); GLU: act(gate) · up of the fused halves
-        else:
-            h = self.act(self.gate_proj(x)) * self.up_proj(x)  # (B, T, I)
-        return self.proj_out(h)
+        return linear(self.proj_out, self.activated(x))
+
+    def activated(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H) → (B, T, I)
+        if self.proj_in is None:
+            h = matvec.glu_linear(x, self.gate_proj, self.up_proj, self.act)  # a decode step's rows: one kernel
+            return self.act(self.gate_proj(x)) * self.up_proj(x) if h is None else h
+        if self.kind is MLPKind.GLU and hasattr(self.proj_in, "forward_glu"):
+            return self.proj_in.forward_glu(x, self.act)  # a projection with its own GLU kernel (int8)
+        return self.kind.inner(linear(self.proj_in, x), self.act)  # GLU: act(gate) · up of the fused halves
+
+
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x); a decode step's rows through nn.matvec's kernel where it takes the layer."""
+    y = matvec.linears(x, [layer])
+    return layer(x) if y is None else y
 
 
 class DecoderLayer(nn.Module):

@@ -1,28 +1,33 @@
-"""Matrix–vector products for decoding: Triton kernels for a few rows of activations against int8 weights.
+"""Matrix–vector products for decoding: Triton kernels for a few rows of activations against the weights of a step.
 
-A batch-1 decode step is a chain of matrix–vector products that each stream one weight from memory. Two products
-per layer are stacked into one weight, so one kernel streams both, and the gated MLP's activation runs on the
-results before anything is written:
+A batch-1 decode step is a chain of matrix–vector products that each stream one weight from memory. A layer's
+products that share an input run as one kernel over up to three weights side by side (q | k | v), and the gated
+MLP's activation runs on its two products before anything is written:
 
-    matvec(x, w, s, b)        y = (x · wᵀ) · s + b                       w (N, K) int8, s (N,): per-row scales
-    glu_matvec(x, w, s, b, act)  y = act(x · w_gᵀ · s_g + b_g) · (x · w_uᵀ · s_u + b_u)   w = gate | up, (2N, K)
+    linears(x, [w0, w1, w2])      y = x · w0ᵀ | x · w1ᵀ | x · w2ᵀ (+ biases)        weights of x's dtype (nn.Linear)
+    glu_linear(x, gate, up, act)  y = act(x · gateᵀ + b_g) · (x · upᵀ + b_u)
+    matvec(x, w, s, b)            y = (x · wᵀ) · s + b                             w (N, K) int8, s (N,): per-row scales
+    glu_matvec(x, w, s, b, act)   the GLU form of an int8 gate | up weight (2N, K)
 
-Each program multiplies BLOCK_N weight rows (for the GLU form: BLOCK_N gate rows and the matching up rows) with
-one row of x, accumulating in float32, and writes the result once in x's dtype (the unfused path rounds the
-product, the scaled product and each GLU half to that dtype on the way; this rounds once).
+Each program multiplies BLOCK_N weight rows (for the GLU form: BLOCK_N gate rows and the matching up rows) with one
+row of x, accumulating per-lane float32 sums that are reduced once after the K loop, and writes the result once in
+x's dtype. Programs run rows of x fastest, so the rows that share a weight block read it together (the second read
+comes from L2).
 
 The kernels run where Triton runs them — CUDA tensors, or any tensor under TRITON_INTERPRET=1 — for at most
-MAX_ROWS rows of x with no autograd; `applies(x)` says so, and callers keep their own path for the rest
-(`Int8WeightLinear`). torch.compile traces the kernel launch into its graph (CUDA graphs included).
+MAX_ROWS rows of x with no autograd; `applies(x)` says so, `linears` / `glu_linear` return None for layers they do
+not take, and callers keep their own path for the rest. torch.compile traces the kernel launch into its graph (CUDA
+graphs included).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from .activations import gelu_new, gelu_tanh
 
@@ -48,10 +53,19 @@ def applies(x: torch.Tensor) -> bool:
             and not (torch.is_grad_enabled() and x.requires_grad))
 
 
+def takes(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool:
+    """Whether `linears` runs `layers` on `x`: plain nn.Linear layers (no LoRA or other wrapper) whose weights are of
+    x's dtype and device, untrained here (no gradient wanted), each with a bias or none."""
+    return (applies(x) and all(type(layer) is nn.Linear for layer in layers)
+            and all(layer.weight.dtype == x.dtype and layer.weight.device == x.device
+                    and not (torch.is_grad_enabled() and layer.weight.requires_grad) for layer in layers)
+            and len({layer.bias is None for layer in layers}) == 1)
+
+
 def config_for(n: int, k: int, glu: bool = False) -> dict:
     """Launch shape for an (n, k) weight (2n rows for the GLU form): 32 float32 per-lane sums per thread, few
     rows per program so that even a 2048-row weight spreads over every multiprocessor. The fastest shapes of
-    `benchmarks/explore/int8_gemv.py` on an H100 (Llama-1B's products, 2026-12-05)."""
+    `benchmarks/explore/matvec_sweep.py --weights int8` on an H100 (Llama-1B's products, 2026-12-05)."""
     if glu:
         return {"BLOCK_N": 2, "BLOCK_K": min(1024, triton.next_power_of_2(k)), "num_warps": 4}
     if n >= 65536:  # LM heads: plenty of programs already
@@ -70,60 +84,103 @@ if triton is not None:
         return v
 
     @triton.jit
-    def _matvec_kernel(x_ptr, w_ptr, scale_ptr, bias_ptr, y_ptr, N, stride_x, stride_w, stride_y, K: tl.constexpr,
-                       HAS_BIAS: tl.constexpr, ACT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """y[row, n] = Σ_k x[row, k] · w[n, k] · s[n] (+ b[n]); ACT > 0: act(that) · (the same for row n + N)."""
-        block, row = tl.program_id(0), tl.program_id(1)
-        offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,)
+    def _affine(acc, s_ptr, b_ptr, offs_n, n_ok, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr):
+        if HAS_SCALE:
+            acc *= tl.load(s_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            acc += tl.load(b_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+        return acc
+
+    @triton.jit
+    def _matvec_kernel(x_ptr, y_ptr, w0, w1, w2, s0, s1, s2, b0, b1, b2, N, N0, N01, ROWS, stride_x, stride_y,
+                       K: tl.constexpr, SEGMENTS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
+                       ACT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """ACT == 0: y[row, n] = Σ_k x[row, k] · w[n, k] · s[n] + b[n], where w, s, b is the segment (0, 1 or 2)
+        holding output n (segments start at 0, N0, N01, each a multiple of BLOCK_N; weights row-major (·, K)).
+        ACT > 0: act(that of w0) · (that of w1), the gate and up rows n."""
+        pid = tl.program_id(0)
+        row, block = pid % ROWS, pid // ROWS  # rows of x fastest: they read a weight block together
+        offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) outputs
         n_ok = offs_n < N
+        w, s, b, first = w0, s0, b0, block * 0
+        if ACT == 0 and SEGMENTS > 1:  # noqa: SIM102 (compile-time condition, then a run-time one)
+            if block * BLOCK_N >= N0:
+                w, s, b, first = w1, s1, b1, block * 0 + N0  # a tensor in both branches
+        if ACT == 0 and SEGMENTS > 2:  # noqa: SIM102
+            if block * BLOCK_N >= N01:
+                w, s, b, first = w2, s2, b2, block * 0 + N01
+        local = offs_n - first  # (BLOCK_N,) rows within the segment
         partial = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)  # per-lane sums, reduced once after the loop
         partial_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         for start in range(0, K, BLOCK_K):
             offs_k = start + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
-            k_ok = offs_k < K
-            tile = offs_n[:, None] * stride_w + offs_k[None, :]  # (BLOCK_N, BLOCK_K)
-            ok = n_ok[:, None] & k_ok[None, :]
+            ok = n_ok[:, None] & (offs_k < K)[None, :]
+            tile = local[:, None] * K + offs_k[None, :]  # (BLOCK_N, BLOCK_K)
             # x read in the weight tile's shape (rows repeat from L1): no layout exchange through shared memory
-            x = tl.load(x_ptr + row * stride_x + offs_k[None, :] + 0 * offs_n[:, None], mask=ok, other=0.0)
+            x = tl.load(x_ptr + row * stride_x + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0)
             x = x.to(tl.float32)  # (BLOCK_N, BLOCK_K)
-            partial += tl.load(w_ptr + tile, mask=ok, other=0).to(tl.float32) * x
+            partial += tl.load(w + tile, mask=ok, other=0).to(tl.float32) * x
             if ACT > 0:
-                partial_up += tl.load(w_ptr + N * stride_w + tile, mask=ok, other=0).to(tl.float32) * x
-        acc = tl.sum(partial, axis=1)  # (BLOCK_N,)
-        up = tl.sum(partial_up, axis=1)
-        acc *= tl.load(scale_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            acc += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+                partial_up += tl.load(w1 + tile, mask=ok, other=0).to(tl.float32) * x
+        acc = _affine(tl.sum(partial, axis=1), s, b, local, n_ok, HAS_SCALE, HAS_BIAS)  # (BLOCK_N,)
         if ACT > 0:
-            up *= tl.load(scale_ptr + N + offs_n, mask=n_ok, other=0.0).to(tl.float32)
-            if HAS_BIAS:
-                up += tl.load(bias_ptr + N + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+            up = _affine(tl.sum(partial_up, axis=1), s1, b1, local, n_ok, HAS_SCALE, HAS_BIAS)
             acc = _activate(acc, ACT) * up
         tl.store(y_ptr + row * stride_y + offs_n, acc.to(y_ptr.dtype.element_ty), mask=n_ok)
 
 
-def _launch(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, act: int,
-            config: dict | None) -> torch.Tensor:
-    n = weight.shape[0] // (2 if act else 1)  # outputs per row
+def _launch(x: torch.Tensor, weights: Sequence[torch.Tensor], scales: Sequence[torch.Tensor] | None,
+            biases: Sequence[torch.Tensor] | None, act: int, config: dict | None) -> torch.Tensor:
+    """weights: 1–3 row-major (n_i, K) tensors side by side, or (act > 0) the gate and up weights."""
     k = x.shape[-1]
+    sizes = [w.shape[0] for w in weights]
+    n = sizes[0] if act else sum(sizes)  # outputs per row
     rows = x.reshape(-1, k).contiguous()  # (M, K)
     y = torch.empty(rows.shape[0], n, dtype=x.dtype, device=x.device)  # (M, N)
-    config = config or config_for(n, k, glu=bool(act))
-    grid = (triton.cdiv(n, config["BLOCK_N"]), rows.shape[0])
-    _matvec_kernel[grid](rows, weight, scale, bias if bias is not None else scale, y, n, rows.stride(0),
-                         weight.stride(0), y.stride(0), K=k, HAS_BIAS=bias is not None, ACT=act, **config)
+    config = dict(config or config_for(n, k, glu=bool(act)))
+    n0, n01 = sizes[0], sum(sizes[:2])
+    if not act and (n0 % config["BLOCK_N"] or n01 % config["BLOCK_N"]):
+        config["BLOCK_N"] = 1  # a block never straddles two weights
+    pad = lambda ts: [*ts, *[ts[0]] * (3 - len(ts))]  # unused pointer slots
+    w = pad([t.contiguous() for t in weights])
+    s = pad(scales) if scales is not None else w
+    b = pad(biases) if biases is not None else w
+    grid = (triton.cdiv(n, config["BLOCK_N"]) * rows.shape[0],)
+    _matvec_kernel[grid](rows, y, *w, *s, *b, n, n0, n01, rows.shape[0], rows.stride(0), y.stride(0), K=k,
+                         SEGMENTS=len(weights), HAS_SCALE=scales is not None, HAS_BIAS=biases is not None, ACT=act,
+                         **config)
     return y.view(*x.shape[:-1], n)
+
+
+def linears(x: torch.Tensor, layers: Sequence[nn.Linear]) -> torch.Tensor | None:
+    """(..., K) x through 1–3 nn.Linear `layers` side by side → (..., Σ out) in one kernel; None where the kernel
+    does not take them (`takes`), for the caller's own path."""
+    if not takes(x, layers):
+        return None
+    biases = [layer.bias for layer in layers] if layers[0].bias is not None else None
+    return _launch(x, [layer.weight for layer in layers], None, biases, 0, None)
+
+
+def glu_linear(x: torch.Tensor, gate: nn.Linear, up: nn.Linear, act: Callable) -> torch.Tensor | None:
+    """(..., K) x → act(gate(x)) · up(x), (..., N), in one kernel; None where the kernel does not take the layers
+    or the activation."""
+    code = KERNEL_ACTIVATIONS.get(act)
+    if code is None or not takes(x, [gate, up]):
+        return None
+    biases = [gate.bias, up.bias] if gate.bias is not None else None
+    return _launch(x, [gate.weight, up.weight], None, biases, code, None)
 
 
 def matvec(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
            config: dict | None = None) -> torch.Tensor:
     """(..., K) x, (N, K) int8 weight, (N,) scales, (N,) bias → (..., N) in x's dtype: (x · wᵀ) · s + b.
     Only where `applies(x)`."""
-    return _launch(x, weight, scale, bias, 0, config)
+    return _launch(x, [weight], [scale], None if bias is None else [bias], 0, config)
 
 
 def glu_matvec(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None, act: int,
                config: dict | None = None) -> torch.Tensor:
     """(..., K) x, (2N, K) gate | up int8 weight, (2N,) scales and bias → (..., N): act(gate) · up, where gate and
     up are the two halves of (x · wᵀ) · s + b; `act` one of SILU, GELU_TANH. Only where `applies(x)`."""
-    return _launch(x, weight, scale, bias, act, config)
+    halves = lambda t: None if t is None else list(t.chunk(2))
+    return _launch(x, halves(weight), halves(scale), halves(bias), act, config)
