@@ -161,8 +161,16 @@ def grouped_attention(
     dropout_p: float = 0.0,
     scale: float | None = None,
 ) -> torch.Tensor:  # (B, nh, T, D)
-    """Grouped-query attention: each group of nh / nkv query heads shares one key/value head."""
+    """Grouped-query attention: each group of nh / nkv query heads shares one key/value head.
+
+    One query position (a decode step) with a mask shared by the heads: the group's query heads run as the query
+    positions of their key/value head, so the keys and values are read in place; otherwise they are repeated per
+    query head."""
     groups = q.shape[1] // k.shape[1]
+    B, nh, T, D = q.shape
+    if groups > 1 and T == 1 and (mask is None or mask.shape[1] == 1):
+        out = attention(q.reshape(B, k.shape[1], groups, D), k, v, mask, dropout_p=dropout_p, scale=scale)
+        return out.reshape(B, nh, 1, D)  # (B, nkv, G, D) → (B, nh, 1, D)
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, D)
     return attention(q, k, v, mask, dropout_p=dropout_p, scale=scale)
