@@ -1,5 +1,5 @@
-"""`nn.matvec`: the int8 decode kernels compute the function they claim, and a quantized decoder's step through them
-equals its torch path. On the CPU through Triton's interpreter (tests/interpreted_matvec.py, in a subprocess: the
+"""The decode kernels (`nn.matvec` for int8 and float weights, `nn.decode_attention`) compute the function they claim,
+and a decoder's step through them equals its torch path. On the CPU through Triton's interpreter (tests/interpreted_kernels.py, in a subprocess: the
 interpreter is chosen when Triton is imported); on CUDA compiled, in this process."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hfkit.nn import matvec
+from hfkit.nn import decode_attention, matvec
 
-from .interpreted_matvec import ACTS
+from .interpreted_kernels import ACTS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,10 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_kernels_and_decoders_under_the_interpreter():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run([sys.executable, "-W", "ignore", "-m", "tests.interpreted_matvec"], cwd=ROOT, env=env,
+    run = subprocess.run([sys.executable, "-W", "ignore", "-m", "tests.interpreted_kernels"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "interpreted matvec: ok" in run.stdout
+    assert "interpreted kernels: ok" in run.stdout
 
 
 def test_not_taken_for_many_rows_gradients_or_when_switched_off(monkeypatch):
@@ -80,3 +80,19 @@ def test_cuda_float_layers_against_float64(dtype, rows):
         ref = F.silu(F.linear(x.double(), gate.weight.double())) * F.linear(x.double(), up.weight.double())
         out = matvec.glu_linear(x, gate, up, F.silu)
         assert ((out.double() - ref).norm() / ref.norm()).item() < tolerance
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("B, nh, nkv, S, D", [(1, 32, 8, 384, 64), (3, 8, 8, 77, 128), (2, 8, 4, 2048, 256)])
+def test_cuda_decode_attention_against_float64(dtype, B, nh, nkv, S, D):
+    torch.manual_seed(0)
+    q = torch.randn(B, nh, 1, D, device="cuda", dtype=dtype)
+    k, v = (torch.randn(B, nkv, S, D, device="cuda", dtype=dtype) for _ in range(2))
+    mask = torch.rand(B, 1, 1, S, device="cuda") > 0.2
+    assert decode_attention.applies(q, k, mask, 0.0)
+    G = nh // nkv
+    ref = F.scaled_dot_product_attention(q.double(), k.double().repeat_interleave(G, 1),
+                                         v.double().repeat_interleave(G, 1), attn_mask=mask)
+    out = decode_attention.decode_attention(q, k, v, mask)
+    assert (out.double() - ref).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cpu_support import has_amx
+from . import decode_attention
 
 
 def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -163,11 +164,13 @@ def grouped_attention(
 ) -> torch.Tensor:  # (B, nh, T, D)
     """Grouped-query attention: each group of nh / nkv query heads shares one key/value head.
 
-    One query position (a decode step) with a mask shared by the heads: the group's query heads run as the query
-    positions of their key/value head, so the keys and values are read in place; otherwise they are repeated per
-    query head."""
+    One query position (a decode step) with a mask shared by the heads: `decode_attention`'s kernel where it runs,
+    else the group's query heads run as the query positions of their key/value head; either way the keys and values
+    are read in place. Otherwise they are repeated per query head."""
     groups = q.shape[1] // k.shape[1]
     B, nh, T, D = q.shape
+    if decode_attention.applies(q, k, mask, dropout_p):
+        return decode_attention.decode_attention(q, k, v, mask, scale)
     if groups > 1 and T == 1 and (mask is None or mask.shape[1] == 1):
         out = attention(q.reshape(B, k.shape[1], groups, D), k, v, mask, dropout_p=dropout_p, scale=scale)
         return out.reshape(B, nh, 1, D)  # (B, nkv, G, D) → (B, nh, 1, D)

@@ -1,7 +1,8 @@
-"""The Triton matvec kernels run by Triton's interpreter on the CPU (TRITON_INTERPRET=1, set by test_matvec.py,
-which runs this module in a subprocess: the variable must be set before Triton is imported).
+"""The Triton decode kernels (nn.matvec, nn.decode_attention) run by Triton's interpreter on the CPU
+(TRITON_INTERPRET=1, set by test_matvec.py, which runs this module in a subprocess: the variable must be set before
+Triton is imported).
 
-    TRITON_INTERPRET=1 python -m tests.interpreted_matvec
+    TRITON_INTERPRET=1 python -m tests.interpreted_kernels
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfkit.nn import matvec
+from hfkit.nn import decode_attention, matvec
 from hfkit.nn.activations import gelu_tanh
 from hfkit.nn.quantize import quantize_weights_int8
 
@@ -80,6 +81,30 @@ def check_float_kernels() -> None:
         assert matvec.glu_linear(torch.randn(1, 8), linear, linear, torch.relu) is None  # no kernel activation
 
 
+def check_decode_attention() -> None:
+    """One query position against a cache: grouped, multi-head, masked and not, head sizes 32–96, against float64
+    SDPA on the repeated keys and values; a query that sees no key gets zeros."""
+    gen = torch.Generator().manual_seed(3)
+    for B, nh, nkv, S, D, masked, dtype in [(2, 8, 2, 150, 64, True, torch.float32), (1, 4, 4, 70, 96, False,
+                                            torch.bfloat16), (3, 6, 1, 33, 32, True, torch.float16)]:
+        q = torch.randn(B, nh, 1, D, generator=gen).to(dtype)
+        k, v = (torch.randn(B, nkv, S, D, generator=gen).to(dtype) for _ in range(2))
+        mask = torch.rand(B, 1, 1, S, generator=gen) > 0.3 if masked else None
+        assert decode_attention.applies(q, k, mask, 0.0)
+        out = decode_attention.decode_attention(q, k, v, mask, scale=0.3)
+        G = nh // nkv
+        ref = F.scaled_dot_product_attention(q.double(), k.double().repeat_interleave(G, 1),
+                                             v.double().repeat_interleave(G, 1), attn_mask=mask, scale=0.3)
+        error = (out.double() - ref).abs().max().item()
+        assert out.shape == q.shape and out.dtype == dtype
+        assert error < (1e-6 if dtype == torch.float32 else 1e-2), (B, nh, nkv, S, D, dtype, error)
+    q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 5, 16)
+    assert decode_attention.decode_attention(q, k, k, torch.zeros(1, 1, 1, 5, dtype=torch.bool)).abs().max() == 0
+    assert not decode_attention.applies(torch.randn(1, 2, 2, 16), k, None, 0.0)  # two query positions
+    assert not decode_attention.applies(q, k, None, 0.1)  # dropout
+    assert not decode_attention.applies(q, k, torch.zeros(1, 2, 1, 5, dtype=torch.bool), 0.0)  # a mask per head
+
+
 def check_decoders(tmp: Path) -> None:
     """A quantized float32 decoder's one-token step through the kernels equals the torch path (≤ 1e-5): Llama
     (SiLU), Gemma (tanh-GELU), Qwen2 (q | k | v biases)."""
@@ -99,20 +124,21 @@ def check_decoders(tmp: Path) -> None:
 
 
 def check_float_decoders(tmp: Path) -> None:
-    """A float32 decoder's one-token step through the kernels (q | k | v, o, gate | up with its activation, down, LM
-    head) equals its torch path (≤ 1e-5): Llama, Gemma (tanh-GELU), Qwen2 (q | k | v biases), Phi-3 (fused
-    projections)."""
+    """A float32 decoder's one-token step through the kernels (q | k | v, attention, o, gate | up with its
+    activation, down, LM head) equals its torch path (≤ 1e-5): Llama, Gemma (tanh-GELU), Qwen2 (q | k | v biases),
+    Phi-3 (fused projections); a batch of two, one row left-padded."""
     for family in ("llama", "gemma", "qwen2", "phi3"):
         _, model = build(tmp / f"float-{family}", family)
         ids = torch.randint(3, 90, (2, 6), generator=torch.Generator().manual_seed(1))
         mask = torch.ones(2, 7, dtype=torch.long)
+        mask[1, :2] = 0  # left padding: the attention kernel's mask
         with torch.no_grad():
             cache = model(ids, mask[:, :6], use_cache=True).past_key_values
             step = ids[:, -1:]
             fused = model(step, mask, past_key_values=copy.deepcopy(cache), use_cache=True).logits
-            matvec.ENABLED = False
+            matvec.ENABLED = decode_attention.ENABLED = False
             plain = model(step, mask, past_key_values=cache, use_cache=True).logits
-            matvec.ENABLED = True
+            matvec.ENABLED = decode_attention.ENABLED = True
         assert (fused - plain).abs().max() <= 1e-5, (family, (fused - plain).abs().max())
 
 
@@ -120,7 +146,8 @@ if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
     check_kernels()
     check_float_kernels()
+    check_decode_attention()
     with tempfile.TemporaryDirectory() as tmp:
         check_decoders(Path(tmp))
         check_float_decoders(Path(tmp))
-    print("interpreted matvec: ok")
+    print("interpreted kernels: ok")

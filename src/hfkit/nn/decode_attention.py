@@ -1,0 +1,113 @@
+"""Attention for a decode step: one query position per sequence against a KV cache, in one Triton kernel.
+
+    out[b, h] = softmax(q[b, h] · k[b, h // G]ᵀ · scale, keys where mask[b, s]) · v[b, h // G]     G = nh / nkv
+
+Each program takes one key/value head of one sequence and the G query heads that share it, and walks the cache in
+blocks with a running (online) softmax: keys and values are read once, in place, and nothing of size (heads × cache)
+is written. Scores and the softmax are float32; the probabilities are rounded to the values' dtype for the product
+with them, as flash attention does (float32 inputs: full float32 products). A query that sees no key gets zeros.
+
+It runs where Triton runs it (CUDA, or TRITON_INTERPRET=1 as nn.matvec) for a step without gradients or dropout and
+a mask shared by the heads; `applies` says so and `grouped_attention` keeps SDPA for the rest.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import matvec
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:  # the CPU wheels of torch come without Triton
+    triton = None
+
+ENABLED = True  # False: SDPA (A/B measurements)
+DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+MAX_CACHE = 2048  # longer caches keep SDPA, whose kernels spread one head's keys over several multiprocessors
+
+
+def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
+    """q (B, nh, 1, D), k (B, nkv, S ≤ MAX_CACHE, D), mask None or bool (B | 1, 1, 1, S)."""
+    return (ENABLED and triton is not None and (q.is_cuda or matvec.INTERPRETED) and q.shape[2] == 1
+            and not dropout_p and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))
+            and q.shape[1] % k.shape[1] == 0 and q.dtype == k.dtype and q.dtype in DTYPES and k.shape[2] <= MAX_CACHE
+            and (mask is None or (mask.dtype == torch.bool and mask.shape[1] == mask.shape[2] == 1)))
+
+
+if triton is not None:
+
+    @triton.jit
+    def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, S, NKV, scale, sq_b, sq_h, sk_b, sk_h, sk_s,
+                                 sv_b, sv_h, sv_s, sm_b, so_b, so_h, G: tl.constexpr, D: tl.constexpr,
+                                 HAS_MASK: tl.constexpr, DOT: tl.constexpr, BLOCK_G: tl.constexpr,
+                                 BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
+        pid = tl.program_id(0)
+        b, h = pid // NKV, pid % NKV
+        offs_g = tl.arange(0, BLOCK_G)  # (BLOCK_G,) query heads of the group (padded to 16 for tl.dot)
+        offs_d = tl.arange(0, BLOCK_D)  # (BLOCK_D,)
+        g_ok, d_ok = offs_g < G, offs_d < D
+        q = tl.load(q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_d[None, :],
+                    mask=g_ok[:, None] & d_ok[None, :], other=0.0).to(DOT)  # (BLOCK_G, BLOCK_D)
+        top = tl.full((BLOCK_G,), -1e30, tl.float32)  # running max (finite: a fully masked block stays 0)
+        total = tl.zeros((BLOCK_G,), tl.float32)  # running softmax denominator
+        acc = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
+        precision: tl.constexpr = "ieee" if DOT == tl.float32 else "tf32"  # (only float32 operands use it)
+        start = 0
+        while start < S:  # (a run-time bound; Triton's interpreter takes it as `while`, not as `range`)
+            offs_s = start + tl.arange(0, BLOCK_S)  # (BLOCK_S,)
+            keep = offs_s < S
+            if HAS_MASK:
+                keep &= tl.load(mask_ptr + b * sm_b + offs_s, mask=keep, other=0) != 0
+            both = keep[:, None] & d_ok[None, :]
+            k = tl.load(k_ptr + b * sk_b + h * sk_h + offs_s[:, None] * sk_s + offs_d[None, :], mask=both, other=0.0)
+            k = k.to(DOT)  # (BLOCK_S, BLOCK_D)
+            v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_s[:, None] * sv_s + offs_d[None, :], mask=both, other=0.0)
+            v = v.to(DOT)
+            scores = tl.dot(q, tl.trans(k), input_precision=precision) * scale  # (BLOCK_G, BLOCK_S) float32
+            scores = tl.where(keep[None, :], scores, float("-inf"))
+            new_top = tl.maximum(top, tl.max(scores, axis=1))
+            p = tl.exp(scores - new_top[:, None])  # (BLOCK_G, BLOCK_S)
+            rescale = tl.exp(top - new_top)
+            total = total * rescale + tl.sum(p, axis=1)
+            acc = acc * rescale[:, None] + tl.dot(p.to(DOT), v, input_precision=precision)
+            top = new_top
+            start += BLOCK_S
+        out = acc / tl.where(total > 0, total, 1.0)[:, None]
+        tl.store(o_ptr + b * so_b + (h * G + offs_g)[:, None] * so_h + offs_d[None, :],
+                 out.to(o_ptr.dtype.element_ty), mask=g_ok[:, None] & d_ok[None, :])
+
+
+def dot_dtype(dtype: torch.dtype):
+    """The products' operand type: the inputs' own (bf16 / fp16 tensor cores, flash attention's rounding of the
+    probabilities), float32 for float32 inputs and under the interpreter (which multiplies no bf16)."""
+    if dtype == torch.float32 or matvec.INTERPRETED:
+        return tl.float32
+    return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}[dtype]
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                     scale: float | None = None) -> torch.Tensor:
+    """q (B, nh, 1, D), k and v (B, nkv, S, D), mask None or bool (B | 1, 1, 1, S), True = attend → (B, nh, 1, D).
+    Only where `applies`."""
+    B, nh, _, D = q.shape
+    nkv, S = k.shape[1], k.shape[2]
+    scale = D ** -0.5 if scale is None else scale
+    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    out = torch.empty(B, nh, 1, D, dtype=q.dtype, device=q.device)
+    if mask is not None:
+        mask = mask.reshape(mask.shape[0], S)
+        if mask.stride(-1) != 1:
+            mask = mask.contiguous()
+    mask_arg = mask if mask is not None else q
+    sm_b = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
+    G = nh // nkv
+    block_d = max(16, triton.next_power_of_2(D))
+    _decode_attention_kernel[(B * nkv,)](
+        q, k, v, mask_arg, out, S, nkv, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), sm_b, out.stride(0), out.stride(1), G=G, D=D,
+        HAS_MASK=mask is not None, DOT=dot_dtype(q.dtype), BLOCK_G=max(16, triton.next_power_of_2(G)),
+        BLOCK_D=block_d, BLOCK_S=max(16, (2048 if q.dtype == torch.float32 else 4096) // block_d),  # no spills
+        num_warps=4)
+    return out
