@@ -3,9 +3,9 @@
 (a) generate_tokens end to end; (b) the compiled greedy step (forward, argmax, bookkeeping: what generate replays
 per token) alone in a tight loop; (c) the same with q|k|v and gate|up fused into single GEMVs (weights concatenated
 in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8. --before: also the step without
-`nn.matvec`'s kernels and with K/V repeated per query head in the same process (bf16: cuBLAS / inductor
+`nn.matvec`'s kernels and with K/V repeated per query head for SDPA in the same process (bf16: cuBLAS / inductor
 products; --int8: the int8 step as the third session had it, unstacked layers and inductor's products), and the
-shipped step with only the K/V repetition put back; --profile: the kernels of
+shipped step with SDPA instead of `nn.decode_attention` (query heads folded, or K/V repeated); --profile: the kernels of
 50 step replays; --options: inductor options added to STEP_OPTIONS, one variant per argument (KEY=VALUE[,KEY=VALUE]), each
 compiled afresh in this process, e.g. `--options "" combo_kernels=True triton.enable_pdl=True`.
 
@@ -34,7 +34,7 @@ from hfkit.generation.static_cache import (
     static_cache_for,
 )
 from hfkit.models import decoder
-from hfkit.nn import matvec
+from hfkit.nn import decode_attention, matvec
 from hfkit.nn.attention import attention, grouped_attention
 from hfkit.nn.quantize import Int8WeightLinear, quantize_weights_int8
 from hfkit.nn.replace import replace_modules
@@ -117,13 +117,15 @@ def main():
     if args.fused and not args.int8:
         variants.append(("fused q|k|v, gate|up", "", lambda: fuse(model)))
     if args.before:
-        variants.append(("K/V repeated per query head (no GQA fold)", "", lambda: None))
+        variants.append(("SDPA, query heads folded (decode_attention off)", "", lambda: None))
+        variants.append(("K/V repeated per query head, SDPA", "", lambda: None))
     if before is not None:
         what = "unstacked int8, inductor's products" if args.int8 else "cuBLAS / inductor products"
         variants.append((f"before: {what} (matvec off, K/V repeated)", "", lambda: None))
     for label, options, prepare in variants:
         prepare()
         repeated = label.startswith(("K/V", "before"))
+        decode_attention.ENABLED = not label.startswith("SDPA")
         decoder.grouped_attention = repeated_kv_attention if repeated else grouped_attention
         torch._dynamo.reset()
         static_cache._CHOSEN.clear()
