@@ -5,7 +5,8 @@
 Each program takes one key/value head of one sequence and the G query heads that share it, and walks the cache in
 blocks with a running (online) softmax: keys and values are read once, in place, and nothing of size (heads × cache)
 is written. Scores and the softmax are float32; the probabilities are rounded to the values' dtype for the product
-with them, as flash attention does (float32 inputs: full float32 products). A query that sees no key gets zeros.
+with them, as flash attention does (float32 inputs, and under Triton's interpreter, which multiplies no bf16: float32
+products). A query that sees no key gets zeros.
 
 It runs where Triton runs it (CUDA, or TRITON_INTERPRET=1 as nn.matvec) for a step without gradients or dropout and
 a mask shared by the heads; `applies` says so and `grouped_attention` keeps SDPA for the rest.
@@ -41,7 +42,7 @@ if triton is not None:
     @triton.jit
     def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, S, NKV, scale, sq_b, sq_h, sk_b, sk_h, sk_s,
                                  sv_b, sv_h, sv_s, sm_b, so_b, so_h, G: tl.constexpr, D: tl.constexpr,
-                                 HAS_MASK: tl.constexpr, DOT: tl.constexpr, BLOCK_G: tl.constexpr,
+                                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, BLOCK_G: tl.constexpr,
                                  BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
         pid = tl.program_id(0)
         b, h = pid // NKV, pid % NKV
@@ -49,11 +50,13 @@ if triton is not None:
         offs_d = tl.arange(0, BLOCK_D)  # (BLOCK_D,)
         g_ok, d_ok = offs_g < G, offs_d < D
         q = tl.load(q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_d[None, :],
-                    mask=g_ok[:, None] & d_ok[None, :], other=0.0).to(DOT)  # (BLOCK_G, BLOCK_D)
+                    mask=g_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_G, BLOCK_D)
+        if UPCAST:
+            q = q.to(tl.float32)
         top = tl.full((BLOCK_G,), -1e30, tl.float32)  # running max (finite: a fully masked block stays 0)
         total = tl.zeros((BLOCK_G,), tl.float32)  # running softmax denominator
         acc = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
-        precision: tl.constexpr = "ieee" if DOT == tl.float32 else "tf32"  # (only float32 operands use it)
+        precision: tl.constexpr = "ieee" if UPCAST else "tf32"  # (only float32 operands use it)
         start = 0
         while start < S:  # (a run-time bound; Triton's interpreter takes it as `while`, not as `range`)
             offs_s = start + tl.arange(0, BLOCK_S)  # (BLOCK_S,)
@@ -62,29 +65,21 @@ if triton is not None:
                 keep &= tl.load(mask_ptr + b * sm_b + offs_s, mask=keep, other=0) != 0
             both = keep[:, None] & d_ok[None, :]
             k = tl.load(k_ptr + b * sk_b + h * sk_h + offs_s[:, None] * sk_s + offs_d[None, :], mask=both, other=0.0)
-            k = k.to(DOT)  # (BLOCK_S, BLOCK_D)
             v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_s[:, None] * sv_s + offs_d[None, :], mask=both, other=0.0)
-            v = v.to(DOT)
+            if UPCAST:
+                k, v = k.to(tl.float32), v.to(tl.float32)  # (BLOCK_S, BLOCK_D)
             scores = tl.dot(q, tl.trans(k), input_precision=precision) * scale  # (BLOCK_G, BLOCK_S) float32
             scores = tl.where(keep[None, :], scores, float("-inf"))
             new_top = tl.maximum(top, tl.max(scores, axis=1))
             p = tl.exp(scores - new_top[:, None])  # (BLOCK_G, BLOCK_S)
             rescale = tl.exp(top - new_top)
             total = total * rescale + tl.sum(p, axis=1)
-            acc = acc * rescale[:, None] + tl.dot(p.to(DOT), v, input_precision=precision)
+            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=precision)
             top = new_top
             start += BLOCK_S
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
         tl.store(o_ptr + b * so_b + (h * G + offs_g)[:, None] * so_h + offs_d[None, :],
                  out.to(o_ptr.dtype.element_ty), mask=g_ok[:, None] & d_ok[None, :])
-
-
-def dot_dtype(dtype: torch.dtype):
-    """The products' operand type: the inputs' own (bf16 / fp16 tensor cores, flash attention's rounding of the
-    probabilities), float32 for float32 inputs and under the interpreter (which multiplies no bf16)."""
-    if dtype == torch.float32 or matvec.INTERPRETED:
-        return tl.float32
-    return {torch.bfloat16: tl.bfloat16, torch.float16: tl.float16}[dtype]
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -107,7 +102,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     _decode_attention_kernel[(B * nkv,)](
         q, k, v, mask_arg, out, S, nkv, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sm_b, out.stride(0), out.stride(1), G=G, D=D,
-        HAS_MASK=mask is not None, DOT=dot_dtype(q.dtype), BLOCK_G=max(16, triton.next_power_of_2(G)),
+        HAS_MASK=mask is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED, BLOCK_G=max(16, triton.next_power_of_2(G)),
         BLOCK_D=block_d, BLOCK_S=max(16, (2048 if q.dtype == torch.float32 else 4096) // block_d),  # no spills
         num_warps=4)
     return out
