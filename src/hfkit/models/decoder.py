@@ -235,12 +235,10 @@ class Attention(nn.Module):
         heads = lambda t: t.view(B, T, -1, self.head_dim)  # (B, T, n, D)
         projections = [self.qkv_proj] if self.qkv_proj is not None else [self.q_proj, self.k_proj, self.v_proj]
         qkv = matvec.linears(x, projections)  # a decode step's rows: one kernel for q | k | v
-        if qkv is None and self.qkv_proj is not None:
-            qkv = self.qkv_proj(x)
-        if qkv is not None:
-            q, k, v = map(heads, qkv.split(self.sizes, dim=-1))
-        else:
+        if qkv is None and self.qkv_proj is None:
             q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        else:
+            q, k, v = map(heads, (self.qkv_proj(x) if qkv is None else qkv).split(self.sizes, dim=-1))
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n, T, D)
