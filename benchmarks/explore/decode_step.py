@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import re
 import statistics
 import tempfile
 import time
@@ -95,6 +96,7 @@ def main():
     parser.add_argument("--before", action="store_true",
                         help="also the step without the matvec kernels (--int8: with the layers unstacked, as before)")
     parser.add_argument("--options", nargs="*", default=[""], help="inductor option sets, one variant each")
+    parser.add_argument("--only", help="regular expression: only the variants whose label it finds")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = llama_1b_config()
@@ -123,6 +125,8 @@ def main():
         what = "unstacked int8, inductor's products" if args.int8 else "cuBLAS / inductor products"
         variants.append((f"before: {what} (matvec off, K/V repeated)", "", lambda: None))
     for label, options, prepare in variants:
+        if args.only and not re.search(args.only, label):
+            continue
         prepare()
         repeated = label.startswith(("K/V", "before"))
         decode_attention.ENABLED = not label.startswith("SDPA")
