@@ -85,7 +85,8 @@ def test_cuda_float_layers_against_float64(dtype, rows):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("B, nh, nkv, S, D", [(1, 32, 8, 384, 64), (3, 8, 8, 77, 128), (2, 8, 4, 2048, 256)])
-def test_cuda_decode_attention_against_float64(dtype, B, nh, nkv, S, D):
+def test_cuda_decode_attention_against_float64(dtype, B, nh, nkv, S, D, monkeypatch):
+    monkeypatch.setattr(decode_attention, "ENABLED", True)
     torch.manual_seed(0)
     q = torch.randn(B, nh, 1, D, device="cuda", dtype=dtype)
     k, v = (torch.randn(B, nkv, S, D, device="cuda", dtype=dtype) for _ in range(2))
@@ -96,3 +97,9 @@ def test_cuda_decode_attention_against_float64(dtype, B, nh, nkv, S, D):
                                          v.double().repeat_interleave(G, 1), attn_mask=mask)
     out = decode_attention.decode_attention(q, k, v, mask)
     assert (out.double() - ref).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)
+
+
+def test_decode_attention_is_opt_in():
+    """Off until measured on a GPU: a decode step keeps SDPA (query heads folded onto their key/value head)."""
+    assert not decode_attention.ENABLED
+    assert not decode_attention.applies(torch.randn(1, 4, 1, 16), torch.randn(1, 2, 5, 16), None, 0.0)

@@ -5,7 +5,8 @@ per token) alone in a tight loop; (c) the same with q|k|v and gate|up fused into
 in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8. --before: also the step without
 `nn.matvec`'s kernels and with K/V repeated per query head for SDPA in the same process (bf16: cuBLAS / inductor
 products; --int8: the int8 step as the third session had it, unstacked layers and inductor's products), and the
-shipped step with SDPA instead of `nn.decode_attention` (query heads folded, or K/V repeated); --profile: the kernels of
+shipped step with K/V repeated for SDPA (and, with --attention-kernel, which switches `nn.decode_attention` on for
+the main variants, with SDPA's folded query heads instead of the kernel); --profile: the kernels of
 50 step replays; --options: inductor options added to STEP_OPTIONS, one variant per argument (KEY=VALUE[,KEY=VALUE]), each
 compiled afresh in this process, e.g. `--options "" combo_kernels=True triton.enable_pdl=True`.
 
@@ -97,6 +98,8 @@ def main():
                         help="also the step without the matvec kernels (--int8: with the layers unstacked, as before)")
     parser.add_argument("--options", nargs="*", default=[""], help="inductor option sets, one variant each")
     parser.add_argument("--only", help="regular expression: only the variants whose label it finds")
+    parser.add_argument("--attention-kernel", action="store_true",
+                        help="switch nn.decode_attention on (opt-in) for the main variants; --before adds SDPA's")
     args = parser.parse_args()
     torch.manual_seed(0)
     config = llama_1b_config()
@@ -118,7 +121,7 @@ def main():
     variants = [(f"separate projections, options {o or 'as shipped'}", o, lambda: None) for o in args.options]
     if args.fused and not args.int8:
         variants.append(("fused q|k|v, gate|up", "", lambda: fuse(model)))
-    if args.before:
+    if args.before and args.attention_kernel:
         variants.append(("SDPA, query heads folded (decode_attention off)", "", lambda: None))
         variants.append(("K/V repeated per query head, SDPA", "", lambda: None))
     if before is not None:
@@ -129,7 +132,7 @@ def main():
             continue
         prepare()
         repeated = label.startswith(("K/V", "before"))
-        decode_attention.ENABLED = not label.startswith("SDPA")
+        decode_attention.ENABLED = args.attention_kernel and not label.startswith(("SDPA", "K/V", "before"))
         decoder.grouped_attention = repeated_kv_attention if repeated else grouped_attention
         torch._dynamo.reset()
         static_cache._CHOSEN.clear()

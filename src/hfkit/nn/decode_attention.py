@@ -9,7 +9,8 @@ with them, as flash attention does (float32 inputs, and under Triton's interpret
 products). A query that sees no key gets zeros.
 
 It runs where Triton runs it (CUDA, or TRITON_INTERPRET=1 as nn.matvec) for a step without gradients or dropout and
-a mask shared by the heads; `applies` says so and `grouped_attention` keeps SDPA for the rest.
+a mask shared by the heads, once switched on (ENABLED); `applies` says so and `grouped_attention` keeps SDPA for the
+rest.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ try:
 except ImportError:  # the CPU wheels of torch come without Triton
     triton = None
 
-ENABLED = True  # False: SDPA (A/B measurements)
+# Off by default: built and checked under Triton's interpreter and compiled for sm_90 offline (no register spills), but
+# not yet run on a GPU (benchmarks/RESULTS.md, eighth session). True: decode steps take the kernel where `applies`.
+ENABLED = False
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_CACHE = 2048  # longer caches keep SDPA, whose kernels spread one head's keys over several multiprocessors
 
