@@ -1,5 +1,5 @@
-"""The decode kernels (`nn.matvec` for int8 and float weights, `nn.decode_attention`) compute the function they claim,
-and a decoder's step through them equals its torch path. On the CPU through Triton's interpreter (tests/interpreted_kernels.py, in a subprocess: the
+"""The decode kernels (`nn.matvec` for int8 and float weights, `nn.decode_attention`) compute the function they
+claim, and a decoder's step through them equals its torch path. On the CPU through Triton's interpreter (tests/interpreted_kernels.py, in a subprocess: the
 interpreter is chosen when Triton is imported); on CUDA compiled, in this process."""
 
 from __future__ import annotations

@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from matvec_sweep import per_call_us  # (this script's folder is on sys.path)
 
 from hfkit.nn import decode_attention as kernel_module
-
-from matvec_sweep import per_call_us  # (this script's folder is on sys.path)
 
 
 def main() -> None:
     torch.manual_seed(0)
     B, nh, nkv, D = 1, 32, 8, 64
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; B {B}, {nh} / {nkv} heads, D {D}, bf16; µs per call")
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; B {B}, {nh} / {nkv} heads, D {D}, bf16; "
+          "µs per call")
     for S in (384, 1024, 2048, 4096, 8192):
         layers = []
         for _ in range(16):
@@ -29,7 +29,8 @@ def main() -> None:
             mask = (torch.arange(S, device="cuda") < S * 3 // 4)[None, None, None]  # (1, 1, 1, S)
             layers.append((q, k, v, mask))
         kernel = lambda q, k, v, mask: kernel_module.decode_attention(q, k, v, mask)
-        folded = lambda q, k, v, mask: F.scaled_dot_product_attention(q.view(B, nkv, nh // nkv, D), k, v, attn_mask=mask)
+        folded = lambda q, k, v, mask: F.scaled_dot_product_attention(q.view(B, nkv, nh // nkv, D), k, v,
+                                                                      attn_mask=mask)
         repeated = lambda q, k, v, mask: F.scaled_dot_product_attention(
             q, k.repeat_interleave(nh // nkv, 1), v.repeat_interleave(nh // nkv, 1), attn_mask=mask)
         q, k, v, mask = layers[0]
@@ -37,8 +38,8 @@ def main() -> None:
         error = (kernel(q, k, v, mask).float() - ref).abs().max().item()
         times = {name: per_call_us(fn, layers) for name, fn in
                  (("kernel", kernel), ("SDPA folded", folded), ("SDPA repeated", repeated))}
-        print(f"S {S:5d}: " + ", ".join(f"{name} {us:6.2f}" for name, us in times.items()) + f"; max |kernel - SDPA| {error:.2e}",
-              flush=True)
+        print(f"S {S:5d}: " + ", ".join(f"{name} {us:6.2f}" for name, us in times.items())
+              + f"; max |kernel - SDPA| {error:.2e}", flush=True)
 
 
 if __name__ == "__main__":

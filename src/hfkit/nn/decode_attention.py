@@ -105,7 +105,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     _decode_attention_kernel[(B * nkv,)](
         q, k, v, mask_arg, out, S, nkv, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), sm_b, out.stride(0), out.stride(1), G=G, D=D,
-        HAS_MASK=mask is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED, BLOCK_G=max(16, triton.next_power_of_2(G)),
+        HAS_MASK=mask is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED,
+        BLOCK_G=max(16, triton.next_power_of_2(G)),
         BLOCK_D=block_d, BLOCK_S=max(16, (2048 if q.dtype == torch.float32 else 4096) // block_d),  # no spills
         num_warps=4)
     return out

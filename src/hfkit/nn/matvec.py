@@ -54,11 +54,12 @@ def applies(x: torch.Tensor) -> bool:
 
 
 def takes(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool:
-    """Whether `linears` runs `layers` on `x`: plain nn.Linear layers (no LoRA or other wrapper) whose weights are of
-    x's dtype and device, untrained here (no gradient wanted), each with a bias or none."""
-    return (applies(x) and all(type(layer) is nn.Linear for layer in layers)
-            and all(layer.weight.dtype == x.dtype and layer.weight.device == x.device
-                    and not (torch.is_grad_enabled() and layer.weight.requires_grad) for layer in layers)
+    """Whether `linears` runs `layers` on `x`: 1–3 plain nn.Linear layers (no LoRA or other wrapper) over x's
+    features whose weights are of x's dtype and device, untrained here (no gradient wanted), each with a bias or
+    none."""
+    return (applies(x) and 0 < len(layers) <= 3 and all(type(layer) is nn.Linear for layer in layers)
+            and all(layer.in_features == x.shape[-1] and layer.weight.dtype == x.dtype
+                    and layer.weight.device == x.device and not (torch.is_grad_enabled() and layer.weight.requires_grad) for layer in layers)
             and len({layer.bias is None for layer in layers}) == 1)
 
 
@@ -165,7 +166,7 @@ def glu_linear(x: torch.Tensor, gate: nn.Linear, up: nn.Linear, act: Callable) -
     """(..., K) x → act(gate(x)) · up(x), (..., N), in one kernel; None where the kernel does not take the layers
     or the activation."""
     code = KERNEL_ACTIVATIONS.get(act)
-    if code is None or not takes(x, [gate, up]):
+    if code is None or not takes(x, [gate, up]) or gate.out_features != up.out_features:
         return None
     biases = [gate.bias, up.bias] if gate.bias is not None else None
     return _launch(x, [gate.weight, up.weight], None, biases, code, None)
