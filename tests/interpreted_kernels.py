@@ -105,41 +105,32 @@ def check_decode_attention() -> None:
     assert not decode_attention.applies(q, k, torch.zeros(1, 2, 1, 5, dtype=torch.bool), 0.0)  # a mask per head
 
 
+def step_matches_torch_path(model, label: str, left_padded: bool) -> None:
+    """A decoder's one-token step (two rows) through the kernels equals its step with them switched off (≤ 1e-5)."""
+    ids = torch.randint(3, 90, (2, 6), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(2, 7, dtype=torch.long)
+    if left_padded:
+        mask[1, :2] = 0  # the attention kernel's mask
+    with torch.no_grad():
+        cache = model(ids, mask[:, :6], use_cache=True).past_key_values  # 12 rows: the torch path
+        step = ids[:, -1:]  # (2, 1): two rows, the kernels
+        fused = model(step, mask, past_key_values=copy.deepcopy(cache), use_cache=True).logits
+        matvec.ENABLED = decode_attention.ENABLED = False
+        plain = model(step, mask, past_key_values=cache, use_cache=True).logits
+        matvec.ENABLED = decode_attention.ENABLED = True
+    assert (fused - plain).abs().max() <= 1e-5, (label, (fused - plain).abs().max())
+
+
 def check_decoders(tmp: Path) -> None:
-    """A quantized float32 decoder's one-token step through the kernels equals the torch path (≤ 1e-5): Llama
-    (SiLU), Gemma (tanh-GELU), Qwen2 (q | k | v biases)."""
+    """Quantized float32 decoders (int8 kernels): Llama (SiLU), Gemma (tanh-GELU), Qwen2 (q | k | v biases). Float32
+    decoders (float kernels for q | k | v, attention, o, gate | up with its activation, down, LM head; one row
+    left-padded): the same and Phi-3 (fused projections)."""
     for family in ("llama", "gemma", "qwen2"):
         _, model = build(tmp / family, family)
-        quantize_weights_int8(model)
-        ids = torch.randint(3, 90, (2, 6), generator=torch.Generator().manual_seed(1))
-        mask = torch.ones(2, 7, dtype=torch.long)
-        with torch.no_grad():
-            cache = model(ids, mask[:, :6], use_cache=True).past_key_values  # 12 rows: the torch path
-            step = ids[:, -1:]  # (2, 1): two rows, the kernels
-            fused = model(step, mask, past_key_values=copy.deepcopy(cache), use_cache=True).logits
-            matvec.ENABLED = False
-            plain = model(step, mask, past_key_values=cache, use_cache=True).logits
-            matvec.ENABLED = True
-        assert (fused - plain).abs().max() <= 1e-5, (family, (fused - plain).abs().max())
-
-
-def check_float_decoders(tmp: Path) -> None:
-    """A float32 decoder's one-token step through the kernels (q | k | v, attention, o, gate | up with its
-    activation, down, LM head) equals its torch path (≤ 1e-5): Llama, Gemma (tanh-GELU), Qwen2 (q | k | v biases),
-    Phi-3 (fused projections); a batch of two, one row left-padded."""
+        step_matches_torch_path(quantize_weights_int8(model), f"int8 {family}", left_padded=False)
     for family in ("llama", "gemma", "qwen2", "phi3"):
         _, model = build(tmp / f"float-{family}", family)
-        ids = torch.randint(3, 90, (2, 6), generator=torch.Generator().manual_seed(1))
-        mask = torch.ones(2, 7, dtype=torch.long)
-        mask[1, :2] = 0  # left padding: the attention kernel's mask
-        with torch.no_grad():
-            cache = model(ids, mask[:, :6], use_cache=True).past_key_values
-            step = ids[:, -1:]
-            fused = model(step, mask, past_key_values=copy.deepcopy(cache), use_cache=True).logits
-            matvec.ENABLED = decode_attention.ENABLED = False
-            plain = model(step, mask, past_key_values=cache, use_cache=True).logits
-            matvec.ENABLED = decode_attention.ENABLED = True
-        assert (fused - plain).abs().max() <= 1e-5, (family, (fused - plain).abs().max())
+        step_matches_torch_path(model, family, left_padded=True)
 
 
 if __name__ == "__main__":
@@ -150,5 +141,4 @@ if __name__ == "__main__":
     check_decode_attention()
     with tempfile.TemporaryDirectory() as tmp:
         check_decoders(Path(tmp))
-        check_float_decoders(Path(tmp))
     print("interpreted kernels: ok")

@@ -251,7 +251,7 @@ class Attention(nn.Module):
             a = softcapped_attention(q, k, v, mask, self.softcap, self.scale, dropout_p=p)  # (B, nh, T, D)
         else:
             a = grouped_attention(q, k, v, mask, dropout_p=p, scale=self.scale)  # (B, nh, T, D)
-        return linear(self.o_proj, a.transpose(1, 2).reshape(B, T, -1))
+        return matvec.linear(self.o_proj, a.transpose(1, 2).reshape(B, T, -1))
 
 
 def partial_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -289,7 +289,7 @@ class MLP(nn.Module):
             del self.gate_proj, self.up_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return linear(self.proj_out, self.activated(x))
+        return matvec.linear(self.proj_out, self.activated(x))
 
     def activated(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H) → (B, T, I)
         if self.proj_in is None:
@@ -297,13 +297,7 @@ class MLP(nn.Module):
             return self.act(self.gate_proj(x)) * self.up_proj(x) if h is None else h
         if self.kind is MLPKind.GLU and hasattr(self.proj_in, "forward_glu"):
             return self.proj_in.forward_glu(x, self.act)  # a projection with its own GLU kernel (int8)
-        return self.kind.inner(linear(self.proj_in, x), self.act)  # GLU: act(gate) · up of the fused halves
-
-
-def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """layer(x); a decode step's rows through nn.matvec's kernel where it takes the layer."""
-    y = matvec.linears(x, [layer])
-    return layer(x) if y is None else y
+        return self.kind.inner(matvec.linear(self.proj_in, x), self.act)  # GLU: act(gate) · up of the fused halves
 
 
 class DecoderLayer(nn.Module):

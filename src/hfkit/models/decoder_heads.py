@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..nn import matvec
 from ..nn.linear_cross_entropy import linear_cross_entropy
 from .base import PreTrainedModel, place
-from .decoder import KVCache, linear
+from .decoder import KVCache
 from .heads import sequence_classification_loss
 
 
@@ -94,7 +95,7 @@ class DecoderForCausalLM(DecoderHeadModel):
             targets = shifted_labels(labels).reshape(-1).to(h.device)  # (B·T,)
             loss = linear_cross_entropy(h.reshape(-1, h.shape[-1]), self.lm_head.weight, targets, softcap=cap)
             return CausalLMOutputWithPast(None, loss, out.past_key_values, out.hidden_states)
-        logits = linear(self.lm_head, h)  # (B, T, V)
+        logits = matvec.linear(self.lm_head, h)  # (B, T, V)
         if cap is not None:
             logits = torch.tanh(logits / cap) * cap
         loss = None if labels is None else causal_lm_loss(logits, labels)

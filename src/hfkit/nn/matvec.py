@@ -5,6 +5,7 @@ products that share an input run as one kernel over up to three weights side by 
 MLP's activation runs on its two products before anything is written:
 
     linears(x, [w0, w1, w2])      y = x · w0ᵀ | x · w1ᵀ | x · w2ᵀ (+ biases)        weights of x's dtype (nn.Linear)
+    linear(layer, x)              layer(x), through the kernel where `linears` takes the layer
     glu_linear(x, gate, up, act)  y = act(x · gateᵀ + b_g) · (x · upᵀ + b_u)
     matvec(x, w, s, b)            y = (x · wᵀ) · s + b                             w (N, K) int8, s (N,): per-row scales
     glu_matvec(x, w, s, b, act)   the GLU form of an int8 gate | up weight (2N, K)
@@ -160,6 +161,12 @@ def linears(x: torch.Tensor, layers: Sequence[nn.Linear]) -> torch.Tensor | None
         return None
     biases = [layer.bias for layer in layers] if layers[0].bias is not None else None
     return _launch(x, [layer.weight for layer in layers], None, biases, 0, None)
+
+
+def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """layer(x): through the kernel where `linears` takes the layer, else the layer's own forward."""
+    y = linears(x, [layer])
+    return layer(x) if y is None else y
 
 
 def glu_linear(x: torch.Tensor, gate: nn.Linear, up: nn.Linear, act: Callable) -> torch.Tensor | None:
