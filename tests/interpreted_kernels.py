@@ -1,4 +1,4 @@
-"""The Triton decode kernels (nn.matvec, nn.decode_attention) run by Triton's interpreter on the CPU
+"""The Triton kernels (nn.matvec, nn.decode_attention, nn.window_attention) run by Triton's interpreter on the CPU
 (TRITON_INTERPRET=1, set by test_matvec.py, which runs this module in a subprocess: the variable must be set before
 Triton is imported).
 
@@ -15,11 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfkit.nn import decode_attention, matvec
+from hfkit.nn import decode_attention, matvec, window_attention
+from hfkit.nn.attention import PackedBatch, packed_attention
 from hfkit.nn.activations import gelu_tanh
 from hfkit.nn.quantize import quantize_weights_int8
 
 from .parity.test_decoder_matrix import build
+from .parity.tiny import HFKIT_AUTO, tiny_reference
 
 ACTS = {matvec.SILU: F.silu, matvec.GELU_TANH: gelu_tanh}
 
@@ -133,12 +135,43 @@ def check_decoders(tmp: Path) -> None:
         step_matches_torch_path(model, family, left_padded=True)
 
 
+def check_window_attention(tmp: Path) -> None:
+    """Sliding windows over packed rows (a row of one token, rows longer and shorter than the window, windows
+    that span several rows in one block) against float64 on the padded path; then a float32 ModernBERT (local
+    window 4) unpadded through the kernel equals its padded forward (<= 1e-5)."""
+    gen = torch.Generator().manual_seed(4)
+    for lengths, window, heads, D, dtype, block_m in [([5, 70, 1, 130, 33], 64, 2, 32, torch.float32, 64),
+                                                      ([9, 1, 40], 3, 3, 64, torch.bfloat16, 32),
+                                                      ([100, 17], 8, 1, 16, torch.float16, 128)]:
+        mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
+        packed = PackedBatch.from_mask(mask).windowed(window)
+        q, k, v = torch.randn(int(mask.sum()), 3, heads, D, generator=gen).to(dtype).unbind(1)
+        assert window_attention.applies(q, 0.0) and not window_attention.applies(q, 0.1)
+        out = window_attention.window_attention(q, k, v, packed.rows, window, 0.3, block_m)
+        window_attention.ENABLED = False
+        truth = packed_attention(q.double(), k.double(), v.double(), packed, scale=0.3)
+        window_attention.ENABLED = True
+        error = ((out.double() - truth).abs().max() / truth.abs().max()).item()  # relative: bf16 outputs reach 3
+        assert out.shape == q.shape and out.dtype == dtype
+        assert error < (1e-6 if dtype == torch.float32 else 8e-3), (lengths, window, dtype, error)
+    reference = tiny_reference("modernbert", "base")
+    reference.save_pretrained(tmp / "modernbert")
+    model = HFKIT_AUTO["base"].from_pretrained(tmp / "modernbert")
+    ids = torch.randint(3, 90, (3, 23), generator=gen)
+    mask = (torch.arange(23)[None, :] < torch.tensor([23, 9, 1])[:, None]).long()
+    with torch.no_grad():
+        packed = model(ids, mask, unpadded=True).last_hidden_state[mask.bool()]
+        padded = model(ids, mask, unpadded=False).last_hidden_state[mask.bool()]
+    assert (packed - padded).abs().max() <= 1e-5, (packed - padded).abs().max()
+
+
 if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
-    decode_attention.ENABLED = True  # opt-in until measured on a GPU
+    decode_attention.ENABLED = window_attention.ENABLED = True  # opt-in until measured on a GPU
     check_kernels()
     check_float_kernels()
     check_decode_attention()
     with tempfile.TemporaryDirectory() as tmp:
         check_decoders(Path(tmp))
+        check_window_attention(Path(tmp))
     print("interpreted kernels: ok")

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cpu_support import has_amx
-from . import decode_attention
+from . import decode_attention, window_attention
 
 
 def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -248,7 +248,12 @@ class PackedBatch:
         return tuple(self.keep.shape)
 
     def windowed(self, window: int | None) -> "PackedBatch":
-        return PackedBatch(self.indices, self.cu_seqlens, self.max_len, self.keep, window)
+        """The same tokens for a layer with this window; a windowed one also knows each token's row (N,) int32,
+        for the sliding-window kernel."""
+        packed = PackedBatch(self.indices, self.cu_seqlens, self.max_len, self.keep, window)
+        if window is not None:
+            packed.rows = (self.indices // self.keep.shape[1]).to(torch.int32)
+        return packed
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, ...) → (N, ...)
         return x.reshape(-1, *x.shape[2:]).index_select(0, self.indices)
@@ -270,6 +275,9 @@ def packed_attention(
 ) -> torch.Tensor:  # (N, H, D)
     """Attention within each packed sequence (and its window): varlen_attn where it runs, else the padded path."""
     window = packed.window
+    if window is not None and window_attention.applies(q, dropout_p):
+        scale = q.shape[-1] ** -0.5 if scale is None else scale
+        return window_attention.window_attention(q, k, v, packed.rows, window, scale)
     if (packed.kernel is not None and q.dtype in VARLEN_DTYPES and dropout_p == 0.0
             and (window is None or packed.kernel_takes_window)):
         kwargs = {"scale": scale}

@@ -1,0 +1,32 @@
+"""`nn.window_attention` (ModernBERT's sliding-window layers on packed tokens) computes what the padded path does.
+On the CPU through Triton's interpreter (tests/interpreted_kernels.py, run by test_matvec.py); on CUDA here."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hfkit.nn import window_attention
+from hfkit.nn.attention import PackedBatch, packed_attention
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("window, heads, head_dim", [(64, 12, 64), (3, 2, 32), (128, 4, 128)])
+def test_cuda_window_attention_against_the_padded_path(dtype, window, heads, head_dim, monkeypatch):
+    monkeypatch.setattr(window_attention, "ENABLED", True)
+    torch.manual_seed(0)
+    lengths = [1, 70, 513, 5, 130, 64]
+    mask = torch.zeros(len(lengths), max(lengths), dtype=torch.long, device="cuda")
+    for row, n in enumerate(lengths):
+        mask[row, :n] = 1
+    packed = PackedBatch.from_mask(mask).windowed(window)
+    q, k, v = torch.randn(int(mask.sum()), 3, heads, head_dim, device="cuda", dtype=dtype).unbind(1)
+    assert window_attention.applies(q, 0.0)
+    out = window_attention.window_attention(q, k, v, packed.rows, window, head_dim ** -0.5)
+    monkeypatch.setattr(window_attention, "ENABLED", False)
+    truth = packed_attention(q.double(), k.double(), v.double(), packed)  # the padded path, float64
+    assert (out.double() - truth).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)
+    for block_m in (32, 128):
+        again = window_attention.window_attention(q, k, v, packed.rows, window, head_dim ** -0.5, block_m)
+        assert (again.double() - truth).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)
