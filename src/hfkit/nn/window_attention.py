@@ -60,7 +60,7 @@ if triton is not None:
         top = tl.full((BLOCK_M,), -1e30, tl.float32)  # running max, in log2 units
         total = tl.zeros((BLOCK_M,), tl.float32)
         acc = tl.zeros((BLOCK_M, BLOCK_D), tl.float32)
-        for block in tl.static_range((BLOCK_M + 2 * WINDOW + BLOCK_N - 1) // BLOCK_N):  # the span, a fixed count
+        for block in range((BLOCK_M + 2 * WINDOW + BLOCK_N - 1) // BLOCK_N):  # the span, a fixed count
             offs_n = first - WINDOW + block * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) packed key positions
             n_ok = (offs_n >= 0) & (offs_n < N)
             row_k = tl.load(row_ptr + offs_n, mask=n_ok, other=-2)
