@@ -93,15 +93,18 @@ def check_decode_attention() -> None:
         k, v = (torch.randn(B, nkv, S, D, generator=gen).to(dtype) for _ in range(2))
         mask = torch.rand(B, 1, 1, S, generator=gen) > 0.3 if masked else None
         assert decode_attention.applies(q, k, mask, 0.0)
-        out = decode_attention.decode_attention(q, k, v, mask, scale=0.3)
         G = nh // nkv
         ref = F.scaled_dot_product_attention(q.double(), k.double().repeat_interleave(G, 1),
                                              v.double().repeat_interleave(G, 1), attn_mask=mask, scale=0.3)
-        error = (out.double() - ref).abs().max().item()
-        assert out.shape == q.shape and out.dtype == dtype
-        assert error < (1e-6 if dtype == torch.float32 else 1e-2), (B, nh, nkv, S, D, dtype, error)
+        for splits in (1, 2, None, 7):  # whole cache, halves, the default, more splits than blocks (empty ones)
+            out = decode_attention.decode_attention(q, k, v, mask, scale=0.3, splits=splits)
+            error = (out.double() - ref).abs().max().item()
+            assert out.shape == q.shape and out.dtype == dtype
+            assert error < (1e-6 if dtype == torch.float32 else 1e-2), (B, nh, nkv, S, D, dtype, splits, error)
     q, k = torch.randn(1, 2, 1, 16), torch.randn(1, 2, 5, 16)
-    assert decode_attention.decode_attention(q, k, k, torch.zeros(1, 1, 1, 5, dtype=torch.bool)).abs().max() == 0
+    for splits in (1, 3):
+        nothing = torch.zeros(1, 1, 1, 5, dtype=torch.bool)
+        assert decode_attention.decode_attention(q, k, k, nothing, splits=splits).abs().max() == 0
     assert not decode_attention.applies(torch.randn(1, 2, 2, 16), k, None, 0.0)  # two query positions
     assert not decode_attention.applies(q, k, None, 0.1)  # dropout
     assert not decode_attention.applies(q, k, torch.zeros(1, 2, 1, 5, dtype=torch.bool), 0.0)  # a mask per head

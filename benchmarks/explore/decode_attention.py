@@ -1,5 +1,6 @@
 """Exploration: one decode step's attention for the Llama-3.2-1B shape (batch 1, 32 query heads over 8 key/value
-heads, head size 64, bf16) against caches of several lengths: `hfkit.nn.decode_attention`'s kernel, SDPA with the
+heads, head size 64, bf16) against caches of several lengths: `hfkit.nn.decode_attention`'s kernel (cache split as
+by default, and unsplit: one program per key/value head), SDPA with the
 query heads folded onto their key/value head (what `grouped_attention` runs without the kernel) and SDPA with the
 keys and values repeated per query head (before that). Each timed in a CUDA graph of 200 calls over 16 caches
 (as 16 layers), the mask hiding the last quarter of the cache (a static cache not yet full). Prints µs per call.
@@ -29,6 +30,7 @@ def main() -> None:
             mask = (torch.arange(S, device="cuda") < S * 3 // 4)[None, None, None]  # (1, 1, 1, S)
             layers.append((q, k, v, mask))
         kernel = lambda q, k, v, mask: kernel_module.decode_attention(q, k, v, mask)
+        unsplit = lambda q, k, v, mask: kernel_module.decode_attention(q, k, v, mask, splits=1)
         folded = lambda q, k, v, mask: F.scaled_dot_product_attention(q.view(B, nkv, nh // nkv, D), k, v,
                                                                       attn_mask=mask)
         repeated = lambda q, k, v, mask: F.scaled_dot_product_attention(
@@ -37,7 +39,8 @@ def main() -> None:
         ref = repeated(q, k, v, mask).float()
         error = (kernel(q, k, v, mask).float() - ref).abs().max().item()
         times = {name: per_call_us(fn, layers) for name, fn in
-                 (("kernel", kernel), ("SDPA folded", folded), ("SDPA repeated", repeated))}
+                 (("kernel", kernel), ("kernel unsplit", unsplit), ("SDPA folded", folded),
+                  ("SDPA repeated", repeated))}
         print(f"S {S:5d}: " + ", ".join(f"{name} {us:6.2f}" for name, us in times.items())
               + f"; max |kernel - SDPA| {error:.2e}", flush=True)
 

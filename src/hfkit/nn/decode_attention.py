@@ -2,9 +2,11 @@
 
     out[b, h] = softmax(q[b, h] · k[b, h // G]ᵀ · scale, keys where mask[b, s]) · v[b, h // G]     G = nh / nkv
 
-Each program takes one key/value head of one sequence and the G query heads that share it, and walks the cache in
-blocks with a running (online) softmax: keys and values are read once, in place, and nothing of size (heads × cache)
-is written. Scores and the softmax are float32; the probabilities are rounded to the values' dtype for the product
+Each program takes one key/value head of one sequence, the G query heads that share it and one split of the cache,
+and walks its split in blocks with a running (online) softmax: keys and values are read once, in place, and nothing
+of size (heads × cache) is written. With one sequence and few key/value heads there are few programs, so the cache
+is split (flash-decoding): each split leaves its unnormalised sum, running max and denominator, and a few torch ops
+merge the splits (fused into one kernel inside a compiled step). Scores and the softmax are float32; the probabilities are rounded to the values' dtype for the product
 with them, as flash attention does (float32 inputs, and under Triton's interpreter, which multiplies no bf16: float32
 products). A query that sees no key gets zeros.
 
@@ -43,11 +45,11 @@ def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout
 if triton is not None:
 
     @triton.jit
-    def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, o_ptr, S, NKV, scale, sq_b, sq_h, sk_b, sk_h, sk_s,
-                                 sv_b, sv_h, sv_s, sm_b, so_b, so_h, G: tl.constexpr, D: tl.constexpr,
+    def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, top_ptr, total_ptr, S, NKV, chunk, scale,
+                                 sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, G: tl.constexpr, D: tl.constexpr,
                                  HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, BLOCK_G: tl.constexpr,
                                  BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
-        pid = tl.program_id(0)
+        pid, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, h = pid // NKV, pid % NKV
         offs_g = tl.arange(0, BLOCK_G)  # (BLOCK_G,) query heads of the group (padded to 16 for tl.dot)
         offs_d = tl.arange(0, BLOCK_D)  # (BLOCK_D,)
@@ -60,10 +62,11 @@ if triton is not None:
         total = tl.zeros((BLOCK_G,), tl.float32)  # running softmax denominator
         acc = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
         precision: tl.constexpr = "ieee" if UPCAST else "tf32"  # (only float32 operands use it)
-        start = 0
-        while start < S:  # (a run-time bound; Triton's interpreter takes it as `while`, not as `range`)
+        start = split * chunk  # this split's keys: [start, end)
+        end = tl.minimum(start + chunk, S)
+        while start < end:  # (a run-time bound; Triton's interpreter takes it as `while`, not as `range`)
             offs_s = start + tl.arange(0, BLOCK_S)  # (BLOCK_S,)
-            keep = offs_s < S
+            keep = offs_s < end
             if HAS_MASK:
                 keep &= tl.load(mask_ptr + b * sm_b + offs_s, mask=keep, other=0) != 0
             both = keep[:, None] & d_ok[None, :]
@@ -80,20 +83,20 @@ if triton is not None:
             acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=precision)
             top = new_top
             start += BLOCK_S
-        out = acc / tl.where(total > 0, total, 1.0)[:, None]
-        tl.store(o_ptr + b * so_b + (h * G + offs_g)[:, None] * so_h + offs_d[None, :],
-                 out.to(o_ptr.dtype.element_ty), mask=g_ok[:, None] & d_ok[None, :])
+        row = (b * NKV * G + h * G + offs_g) * splits + split  # (BLOCK_G,) into (B, nh, splits)
+        tl.store(acc_ptr + row[:, None] * D + offs_d[None, :], acc, mask=g_ok[:, None] & d_ok[None, :])
+        tl.store(top_ptr + row, top, mask=g_ok)
+        tl.store(total_ptr + row, total, mask=g_ok)
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                     scale: float | None = None) -> torch.Tensor:
+                     scale: float | None = None, splits: int | None = None) -> torch.Tensor:
     """q (B, nh, 1, D), k and v (B, nkv, S, D), mask None or bool (B | 1, 1, 1, S), True = attend → (B, nh, 1, D).
-    Only where `applies`."""
+    splits: how many parts of the cache run side by side (None: enough for ~128 programs). Only where `applies`."""
     B, nh, _, D = q.shape
     nkv, S = k.shape[1], k.shape[2]
     scale = D ** -0.5 if scale is None else scale
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    out = torch.empty(B, nh, 1, D, dtype=q.dtype, device=q.device)
     if mask is not None:
         mask = mask.reshape(mask.shape[0], S)
         if mask.stride(-1) != 1:
@@ -102,11 +105,19 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     sm_b = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
     G = nh // nkv
     block_d = max(16, triton.next_power_of_2(D))
-    _decode_attention_kernel[(B * nkv,)](
-        q, k, v, mask_arg, out, S, nkv, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), sm_b, out.stride(0), out.stride(1), G=G, D=D,
-        HAS_MASK=mask is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED,
-        BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_D=block_d, BLOCK_S=max(16, (2048 if q.dtype == torch.float32 else 4096) // block_d),  # no spills
-        num_warps=4)
-    return out
+    block_s = max(16, (2048 if q.dtype == torch.float32 else 4096) // block_d)  # no register spills
+    blocks = triton.cdiv(S, block_s)
+    if splits is None:
+        splits = max(1, min(blocks, 128 // (B * nkv)))
+    chunk = triton.cdiv(blocks, splits) * block_s  # keys per split, whole blocks
+    acc = torch.empty(B, nh, splits, D, dtype=torch.float32, device=q.device)  # unnormalised, per split
+    top, total = (torch.empty(B, nh, splits, dtype=torch.float32, device=q.device) for _ in range(2))
+    _decode_attention_kernel[(B * nkv, splits)](
+        q, k, v, mask_arg, acc, top, total, S, nkv, chunk, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b, G=G, D=D, HAS_MASK=mask is not None,
+        UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED, BLOCK_G=max(16, triton.next_power_of_2(G)),
+        BLOCK_D=block_d, BLOCK_S=block_s, num_warps=4)
+    weight = torch.exp(top - top.amax(dim=-1, keepdim=True))  # (B, nh, splits): each split's share
+    denominator = (total * weight).sum(dim=-1, keepdim=True)  # (B, nh, 1); 0 for a query that sees no key
+    out = (acc * weight[..., None]).sum(dim=-2) / torch.where(denominator > 0, denominator, 1.0)  # (B, nh, D)
+    return out.unsqueeze(2).to(q.dtype)
