@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hfkit.nn import decode_attention, matvec, window_attention
-from hfkit.nn.attention import PackedBatch, packed_attention
 from hfkit.nn.activations import gelu_tanh
+from hfkit.nn.attention import PackedBatch, packed_attention
 from hfkit.nn.quantize import quantize_weights_int8
 
 from .parity.test_decoder_matrix import build
