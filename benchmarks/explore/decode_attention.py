@@ -1,8 +1,8 @@
 """Exploration: one decode step's attention for the Llama-3.2-1B shape (batch 1, 32 query heads over 8 key/value
-heads, head size 64, bf16) against caches of several lengths: `hfkit.nn.decode_attention`'s kernel (cache split as
-by default, and unsplit: one program per key/value head), SDPA with the
-query heads folded onto their key/value head (what `grouped_attention` runs without the kernel) and SDPA with the
-keys and values repeated per query head (before that). Each timed in a CUDA graph of 200 calls over 16 caches
+heads, head size 64, bf16) against caches of several lengths: `hfkit.nn.decode_attention`'s kernel (the cache split
+as by default, merged by eager torch ops here; and unsplit, one program per key/value head), SDPA with the query
+heads folded onto their key/value head (what `grouped_attention` runs without the kernel) and SDPA with the keys and
+values repeated per query head (before that). Each timed in a CUDA graph of 200 calls over 16 caches
 (as 16 layers), the mask hiding the last quarter of the cache (a static cache not yet full). Prints µs per call.
 
     PYTHONPATH=src python benchmarks/explore/decode_attention.py

@@ -6,9 +6,9 @@ Each program takes one key/value head of one sequence, the G query heads that sh
 and walks its split in blocks with a running (online) softmax: keys and values are read once, in place, and nothing
 of size (heads × cache) is written. With one sequence and few key/value heads there are few programs, so the cache
 is split (flash-decoding): each split leaves its unnormalised sum, running max and denominator, and a few torch ops
-merge the splits (fused into one kernel inside a compiled step). Scores and the softmax are float32; the probabilities are rounded to the values' dtype for the product
-with them, as flash attention does (float32 inputs, and under Triton's interpreter, which multiplies no bf16: float32
-products). A query that sees no key gets zeros.
+merge the splits (fused into one kernel inside a compiled step). Scores and the softmax are float32; the
+probabilities are rounded to the values' dtype for the product with them, as flash attention does (float32 inputs,
+and under Triton's interpreter, which multiplies no bf16: float32 products). A query that sees no key gets zeros.
 
 It runs where Triton runs it (CUDA, or TRITON_INTERPRET=1 as nn.matvec) for a step without gradients or dropout and
 a mask shared by the heads, once switched on (ENABLED); `applies` says so and `grouped_attention` keeps SDPA for the
