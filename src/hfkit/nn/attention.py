@@ -232,6 +232,8 @@ class PackedBatch:
 
     def __init__(self, indices, cu_seqlens, max_len: int, keep, window: int | None = None):
         self.indices, self.cu_seqlens, self.max_len, self.keep, self.window = indices, cu_seqlens, max_len, keep, window
+        # (N,) int32 row of each token, for the sliding-window kernel: only a windowed layer's descriptor needs it
+        self.rows = (indices // keep.shape[1]).to(torch.int32) if window is not None else None
         self.kernel = varlen_kernel() if keep.is_cuda else None
         self.kernel_takes_window = self.kernel is not None and varlen_window_supported()
 
@@ -248,12 +250,7 @@ class PackedBatch:
         return tuple(self.keep.shape)
 
     def windowed(self, window: int | None) -> "PackedBatch":
-        """The same tokens for a layer with this window; a windowed one also knows each token's row (N,) int32,
-        for the sliding-window kernel."""
-        packed = PackedBatch(self.indices, self.cu_seqlens, self.max_len, self.keep, window)
-        if window is not None:
-            packed.rows = (self.indices // self.keep.shape[1]).to(torch.int32)
-        return packed
+        return PackedBatch(self.indices, self.cu_seqlens, self.max_len, self.keep, window)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, ...) → (N, ...)
         return x.reshape(-1, *x.shape[2:]).index_select(0, self.indices)
@@ -273,7 +270,8 @@ def packed_attention(
     dropout_p: float = 0.0,
     scale: float | None = None,
 ) -> torch.Tensor:  # (N, H, D)
-    """Attention within each packed sequence (and its window): varlen_attn where it runs, else the padded path."""
+    """Attention within each packed sequence (and its window): the sliding-window kernel where it applies (opt-in),
+    varlen_attn where it runs, else the padded path."""
     window = packed.window
     if window is not None and window_attention.applies(q, dropout_p):
         scale = q.shape[-1] ** -0.5 if scale is None else scale

@@ -31,7 +31,7 @@ except ImportError:  # the CPU wheels of torch come without Triton
 # not yet run on a GPU (benchmarks/RESULTS.md, eighth session). True: decode steps take the kernel where `applies`.
 ENABLED = False
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-MAX_CACHE = 2048  # longer caches keep SDPA, whose kernels spread one head's keys over several multiprocessors
+MAX_CACHE = 2048  # longer caches keep SDPA until the kernel has been measured on them
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
