@@ -20,12 +20,15 @@ from __future__ import annotations
 import torch
 
 from . import matvec
+from .online_softmax import LOG2_E
 
 try:
     import triton
     import triton.language as tl
 except ImportError:  # the CPU wheels of torch come without Triton
     triton = None
+else:
+    from .online_softmax import online_softmax_step
 
 # Off by default: built and checked under Triton's interpreter and compiled for sm_90 offline (no register spills), but
 # not yet run on a GPU (benchmarks/RESULTS.md, eighth session). True: decode steps take the kernel where `applies`.
@@ -45,7 +48,7 @@ def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout
 if triton is not None:
 
     @triton.jit
-    def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, top_ptr, total_ptr, S, NKV, chunk, scale,
+    def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, top_ptr, total_ptr, S, NKV, chunk, scale_log2,
                                  sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, G: tl.constexpr, D: tl.constexpr,
                                  HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, BLOCK_G: tl.constexpr,
                                  BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
@@ -58,7 +61,7 @@ if triton is not None:
                     mask=g_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_G, BLOCK_D)
         if UPCAST:
             q = q.to(tl.float32)
-        top = tl.full((BLOCK_G,), -1e30, tl.float32)  # running max (finite: a fully masked block stays 0)
+        top = tl.full((BLOCK_G,), -1e30, tl.float32)  # running max in log2 units (finite: a masked block stays 0)
         total = tl.zeros((BLOCK_G,), tl.float32)  # running softmax denominator
         acc = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
         precision: tl.constexpr = "ieee" if UPCAST else "tf32"  # (only float32 operands use it)
@@ -74,14 +77,8 @@ if triton is not None:
             v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_s[:, None] * sv_s + offs_d[None, :], mask=both, other=0.0)
             if UPCAST:
                 k, v = k.to(tl.float32), v.to(tl.float32)  # (BLOCK_S, BLOCK_D)
-            scores = tl.dot(q, tl.trans(k), input_precision=precision) * scale  # (BLOCK_G, BLOCK_S) float32
-            scores = tl.where(keep[None, :], scores, float("-inf"))
-            new_top = tl.maximum(top, tl.max(scores, axis=1))
-            p = tl.exp(scores - new_top[:, None])  # (BLOCK_G, BLOCK_S)
-            rescale = tl.exp(top - new_top)
-            total = total * rescale + tl.sum(p, axis=1)
-            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=precision)
-            top = new_top
+            scores = tl.dot(q, tl.trans(k), input_precision=precision) * scale_log2  # (BLOCK_G, BLOCK_S) float32
+            top, total, acc = online_softmax_step(scores, keep[None, :], v, top, total, acc, precision)
             start += BLOCK_S
         row = (b * NKV * G + h * G + offs_g) * splits + split  # (BLOCK_G,) into (B, nh, splits)
         tl.store(acc_ptr + row[:, None] * D + offs_d[None, :], acc, mask=g_ok[:, None] & d_ok[None, :])
@@ -113,11 +110,11 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     acc = torch.empty(B, nh, splits, D, dtype=torch.float32, device=q.device)  # unnormalised, per split
     top, total = (torch.empty(B, nh, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     _decode_attention_kernel[(B * nkv, splits)](
-        q, k, v, mask_arg, acc, top, total, S, nkv, chunk, scale, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
-        k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b, G=G, D=D, HAS_MASK=mask is not None,
+        q, k, v, mask_arg, acc, top, total, S, nkv, chunk, scale * LOG2_E, q.stride(0), q.stride(1), k.stride(0),
+        k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b, G=G, D=D, HAS_MASK=mask is not None,
         UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED, BLOCK_G=max(16, triton.next_power_of_2(G)),
         BLOCK_D=block_d, BLOCK_S=block_s, num_warps=4)
-    weight = torch.exp(top - top.amax(dim=-1, keepdim=True))  # (B, nh, splits): each split's share
+    weight = torch.exp2(top - top.amax(dim=-1, keepdim=True))  # (B, nh, splits): each split's share
     denominator = (total * weight).sum(dim=-1, keepdim=True)  # (B, nh, 1); 0 for a query that sees no key
     out = (acc * weight[..., None]).sum(dim=-2) / torch.where(denominator > 0, denominator, 1.0)  # (B, nh, D)
     return out.unsqueeze(2).to(q.dtype)

@@ -20,18 +20,20 @@ from __future__ import annotations
 import torch
 
 from . import matvec
+from .online_softmax import LOG2_E
 
 try:
     import triton
     import triton.language as tl
 except ImportError:  # the CPU wheels of torch come without Triton
     triton = None
+else:
+    from .online_softmax import online_softmax_step
 
 # Off until measured on a GPU (checked under Triton's interpreter only). True: packed window layers take the kernel.
 ENABLED = False
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK_M = 64  # queries per program (benchmarks/explore/window_attention.py)
-LOG2_E = 1.4426950408889634
 
 
 def applies(q: torch.Tensor, dropout_p: float) -> bool:
@@ -72,13 +74,7 @@ if triton is not None:
             distance = offs_m[:, None] - offs_n[None, :]  # (BLOCK_M, BLOCK_N)
             keep = (row_q[:, None] == row_k[None, :]) & (distance <= WINDOW) & (distance >= -WINDOW)
             scores = tl.dot(q, tl.trans(k), input_precision=precision) * scale_log2  # (BLOCK_M, BLOCK_N) float32
-            scores = tl.where(keep, scores, float("-inf"))
-            new_top = tl.maximum(top, tl.max(scores, axis=1))
-            p = tl.exp2(scores - new_top[:, None])
-            rescale = tl.exp2(top - new_top)
-            total = total * rescale + tl.sum(p, axis=1)
-            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=precision)
-            top = new_top
+            top, total, acc = online_softmax_step(scores, keep, v, top, total, acc, precision)
         out = acc / tl.where(total > 0, total, 1.0)[:, None]
         tl.store(o_ptr + offs_m[:, None] * so_n + h * so_h + offs_d[None, :], out.to(o_ptr.dtype.element_ty),
                  mask=m_ok[:, None] & d_ok[None, :])
