@@ -149,7 +149,10 @@ def check_window_attention(tmp: Path) -> None:
         mask = (torch.arange(max(lengths))[None, :] < torch.tensor(lengths)[:, None]).long()
         packed = PackedBatch.from_mask(mask).windowed(window)
         q, k, v = torch.randn(int(mask.sum()), 3, heads, D, generator=gen).to(dtype).unbind(1)
-        assert window_attention.applies(q, 0.0) and not window_attention.applies(q, 0.1)
+        assert window_attention.applies(q, k, v, 0.0) and not window_attention.applies(q, k, v, 0.1)
+        assert not window_attention.applies(q, k.detach().requires_grad_(), v, 0.0)  # no backward: varlen_attn
+        with torch.no_grad():
+            assert window_attention.applies(q, k.detach().requires_grad_(), v, 0.0)
         out = window_attention.window_attention(q, k, v, packed.rows, window, 0.3, block_m)
         window_attention.ENABLED = False
         truth = packed_attention(q.double(), k.double(), v.double(), packed, scale=0.3)
@@ -170,7 +173,8 @@ def check_window_attention(tmp: Path) -> None:
 
 if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
-    decode_attention.ENABLED = window_attention.ENABLED = True  # opt-in until measured on a GPU
+    decode_attention.ENABLED = True  # opt-in until measured on a GPU
+    assert window_attention.ENABLED  # on by default (measured on an H100)
     check_kernels()
     check_float_kernels()
     check_decode_attention()

@@ -270,10 +270,10 @@ def packed_attention(
     dropout_p: float = 0.0,
     scale: float | None = None,
 ) -> torch.Tensor:  # (N, H, D)
-    """Attention within each packed sequence (and its window): the sliding-window kernel where it applies (opt-in),
+    """Attention within each packed sequence (and its window): the sliding-window kernel where it applies,
     varlen_attn where it runs, else the padded path."""
     window = packed.window
-    if window is not None and window_attention.applies(q, dropout_p):
+    if window is not None and window_attention.applies(q, k, v, dropout_p):
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         return window_attention.window_attention(q, k, v, packed.rows, window, scale)
     if (packed.kernel is not None and q.dtype in VARLEN_DTYPES and dropout_p == 0.0
