@@ -28,8 +28,8 @@ def test_cuda_window_attention_against_the_padded_path(dtype, window, heads, hea
     truth = packed_attention(q.double(), k.double(), v.double(), packed)  # the padded path, float64
     # float32: exact to 1e-5; bf16 / fp16: the probabilities are rounded for their product with v (as in flash
     # attention) and the output is rounded, each at most a unit roundoff u of max |v| and of |out|
-    u = {torch.float32: None, torch.bfloat16: 2.0 ** -8, torch.float16: 2.0 ** -11}[dtype]
-    bound = 1e-5 if u is None else u * (v.abs().max().item() + truth.abs().max().item())
+    u = torch.finfo(dtype).eps / 2
+    bound = 1e-5 if dtype == torch.float32 else u * (v.abs().max().item() + truth.abs().max().item())
     for block_m in (64, 32, 128):
         again = out if block_m == 64 else window_attention.window_attention(q, k, v, packed.rows, window,
                                                                             head_dim ** -0.5, block_m)

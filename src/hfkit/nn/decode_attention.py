@@ -20,14 +20,12 @@ from __future__ import annotations
 import torch
 
 from . import matvec
+from .matvec import triton
 from .online_softmax import LOG2_E
 
-try:
-    import triton
+if triton is not None:  # (the CPU wheels of torch come without Triton)
     import triton.language as tl
-except ImportError:  # the CPU wheels of torch come without Triton
-    triton = None
-else:
+
     from .online_softmax import online_softmax_step
 
 # Off by default: built and checked under Triton's interpreter and compiled for sm_90 offline (no register spills), but
@@ -40,7 +38,7 @@ MAX_CACHE = 2048  # longer caches keep SDPA until the kernel has been measured o
 def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
     """q (B, nh, 1, D), k (B, nkv, S ≤ MAX_CACHE, D), mask None or bool (B | 1, 1, 1, S)."""
     return (ENABLED and triton is not None and (q.is_cuda or matvec.INTERPRETED) and q.shape[2] == 1
-            and not dropout_p and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad))
+            and not dropout_p and not matvec.wants_grad(q, k)
             and q.shape[1] % k.shape[1] == 0 and q.dtype == k.dtype and q.dtype in DTYPES and k.shape[2] <= MAX_CACHE
             and (mask is None or (mask.dtype == torch.bool and mask.shape[1] == mask.shape[2] == 1)))
 

@@ -47,11 +47,16 @@ SILU, GELU_TANH = 1, 2
 KERNEL_ACTIVATIONS: dict[Callable, int] = {F.silu: SILU, gelu_tanh: GELU_TANH, gelu_new: GELU_TANH}
 
 
+def wants_grad(*tensors: torch.Tensor) -> bool:
+    """Whether autograd would record an op on these tensors (the kernels have no backward)."""
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
 def applies(x: torch.Tensor) -> bool:
     """Whether the kernels run for activations `x` (..., K)."""
     rows = x.numel() // x.shape[-1] if x.shape[-1] else 0
     return (ENABLED and triton is not None and (x.is_cuda or INTERPRETED) and 0 < rows <= MAX_ROWS
-            and not (torch.is_grad_enabled() and x.requires_grad))
+            and not wants_grad(x))
 
 
 def takes(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool:
@@ -60,7 +65,7 @@ def takes(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool:
     none."""
     return (applies(x) and 0 < len(layers) <= 3 and all(type(layer) is nn.Linear for layer in layers)
             and all(layer.in_features == x.shape[-1] and layer.weight.dtype == x.dtype
-                    and layer.weight.device == x.device and not (torch.is_grad_enabled() and layer.weight.requires_grad) for layer in layers)
+                    and layer.weight.device == x.device and not wants_grad(layer.weight) for layer in layers)
             and len({layer.bias is None for layer in layers}) == 1)
 
 

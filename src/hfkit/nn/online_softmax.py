@@ -7,15 +7,12 @@ Scores come in log2 units (already multiplied by scale · log2 e), so the expone
 
 from __future__ import annotations
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:  # the CPU wheels of torch come without Triton
-    triton = None
+from .matvec import triton
 
 LOG2_E = 1.4426950408889634
 
-if triton is not None:
+if triton is not None:  # (the CPU wheels of torch come without Triton)
+    import triton.language as tl
 
     @triton.jit
     def online_softmax_step(scores, keep, v, top, total, acc, precision: tl.constexpr):

@@ -20,14 +20,12 @@ from __future__ import annotations
 import torch
 
 from . import matvec
+from .matvec import triton
 from .online_softmax import LOG2_E
 
-try:
-    import triton
+if triton is not None:  # (the CPU wheels of torch come without Triton)
     import triton.language as tl
-except ImportError:  # the CPU wheels of torch come without Triton
-    triton = None
-else:
+
     from .online_softmax import online_softmax_step
 
 # On an H100 (benchmarks/RESULTS.md, tenth session) 0.22 ms against varlen_attn's 0.38 ms with a window on 32k tokens,
@@ -40,7 +38,7 @@ BLOCK_M = 64  # queries per program (benchmarks/explore/window_attention.py)
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> bool:
     """q, k, v (N, H, D): a packed batch's queries, keys and values."""
     return (ENABLED and triton is not None and (q.is_cuda or matvec.INTERPRETED) and not dropout_p
-            and q.dtype in DTYPES and not (torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v))))
+            and q.dtype in DTYPES and not matvec.wants_grad(q, k, v))
 
 
 if triton is not None:
