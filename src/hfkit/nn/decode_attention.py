@@ -11,7 +11,7 @@ probabilities are rounded to the values' dtype for the product with them, as fla
 and under Triton's interpreter, which multiplies no bf16: float32 products). A query that sees no key gets zeros.
 
 It runs where Triton runs it (CUDA, or TRITON_INTERPRET=1 as nn.matvec) for a step without gradients or dropout and
-a mask shared by the heads, once switched on (ENABLED); `applies` says so and `grouped_attention` keeps SDPA for the
+a mask shared by the heads (ENABLED, on by default); `applies` says so and `grouped_attention` keeps SDPA for the
 rest.
 """
 
@@ -28,11 +28,11 @@ if triton is not None:  # (the CPU wheels of torch come without Triton)
 
     from .online_softmax import online_softmax_step
 
-# Off by default: built and checked under Triton's interpreter and compiled for sm_90 offline (no register spills), but
-# not yet run on a GPU (benchmarks/RESULTS.md, eighth session). True: decode steps take the kernel where `applies`.
-ENABLED = False
+# On: measured on an H100 (benchmarks/RESULTS.md, eleventh session), the compiled Llama-3.2-1B step 1.328 vs 1.364 ms
+# with SDPA at a 384-key cache; alone, 24–40 vs 25–124 µs a call from 1024 to 8192 keys. False: SDPA everywhere.
+ENABLED = True
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-MAX_CACHE = 2048  # longer caches keep SDPA until the kernel has been measured on them
+MAX_CACHE = 8192  # longer caches keep SDPA until the kernel has been measured on them
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
@@ -88,9 +88,28 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
                      scale: float | None = None, splits: int | None = None) -> torch.Tensor:
     """q (B, nh, 1, D), k and v (B, nkv, S, D), mask None or bool (B | 1, 1, 1, S), True = attend → (B, nh, 1, D).
     splits: how many parts of the cache run side by side (None: enough for ~128 programs). Only where `applies`."""
+    B, nkv, S, D = k.shape
+    if splits is None:
+        splits = max(1, min(triton.cdiv(S, _block_s(q.dtype, D)), 128 // (B * nkv)))
+    acc, top, total = decode_attention_splits(q, k, v, mask, D ** -0.5 if scale is None else scale, splits)
+    weight = torch.exp2(top - top.amax(dim=-1, keepdim=True))  # (B, nh, splits): each split's share
+    denominator = (total * weight).sum(dim=-1, keepdim=True)  # (B, nh, 1); 0 for a query that sees no key
+    out = (acc * weight[..., None]).sum(dim=-2) / torch.where(denominator > 0, denominator, 1.0)  # (B, nh, D)
+    return out.unsqueeze(2).to(q.dtype)
+
+
+def _block_s(dtype: torch.dtype, D: int) -> int:
+    """Keys per block: as many as fit without register spills."""
+    return max(16, (2048 if dtype == torch.float32 else 4096) // max(16, triton.next_power_of_2(D)))
+
+
+@torch.library.custom_op("hfkit::decode_attention_splits", mutates_args=())
+def decode_attention_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                            scale: float, splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel alone → per split: acc (B, nh, splits, D) unnormalised, top and total (B, nh, splits) float32.
+    A custom op, so that a compiled step calls the kernel as it is and fuses the merge after it."""
     B, nh, _, D = q.shape
     nkv, S = k.shape[1], k.shape[2]
-    scale = D ** -0.5 if scale is None else scale
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
     if mask is not None:
         mask = mask.reshape(mask.shape[0], S)
@@ -98,21 +117,20 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
             mask = mask.contiguous()
     mask_arg = mask if mask is not None else q
     sm_b = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
-    G = nh // nkv
-    block_d = max(16, triton.next_power_of_2(D))
-    block_s = max(16, (2048 if q.dtype == torch.float32 else 4096) // block_d)  # no register spills
-    blocks = triton.cdiv(S, block_s)
-    if splits is None:
-        splits = max(1, min(blocks, 128 // (B * nkv)))
-    chunk = triton.cdiv(blocks, splits) * block_s  # keys per split, whole blocks
-    acc = torch.empty(B, nh, splits, D, dtype=torch.float32, device=q.device)  # unnormalised, per split
+    G, block_s = nh // nkv, _block_s(q.dtype, D)
+    chunk = triton.cdiv(triton.cdiv(S, block_s), splits) * block_s  # keys per split, whole blocks
+    acc = torch.empty(B, nh, splits, D, dtype=torch.float32, device=q.device)
     top, total = (torch.empty(B, nh, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     _decode_attention_kernel[(B * nkv, splits)](
         q, k, v, mask_arg, acc, top, total, S, nkv, chunk, scale * LOG2_E, q.stride(0), q.stride(1), k.stride(0),
         k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b, G=G, D=D, HAS_MASK=mask is not None,
         UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED, BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_D=block_d, BLOCK_S=block_s, num_warps=4)
-    weight = torch.exp2(top - top.amax(dim=-1, keepdim=True))  # (B, nh, splits): each split's share
-    denominator = (total * weight).sum(dim=-1, keepdim=True)  # (B, nh, 1); 0 for a query that sees no key
-    out = (acc * weight[..., None]).sum(dim=-2) / torch.where(denominator > 0, denominator, 1.0)  # (B, nh, D)
-    return out.unsqueeze(2).to(q.dtype)
+        BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_S=block_s, num_warps=4)
+    return acc, top, total
+
+
+@decode_attention_splits.register_fake
+def _(q, k, v, mask, scale, splits):
+    B, nh, _, D = q.shape
+    return (q.new_empty(B, nh, splits, D, dtype=torch.float32),
+            *(q.new_empty(B, nh, splits, dtype=torch.float32) for _ in range(2)))
