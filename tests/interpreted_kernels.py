@@ -54,6 +54,7 @@ def check_float_kernels() -> None:
     """`linears` (1–3 layers side by side) and `glu_linear` on float layers against float64; a launch shape whose
     blocks would straddle two weights falls back to one row per block."""
     gen = torch.Generator().manual_seed(2)
+    torch.manual_seed(2)  # the layers' initialisation
     for sizes, k, biased, rows, dtype in [((40,), 96, True, 1, torch.float32), ((24, 8, 8), 200, False, 3,
                                           torch.bfloat16), ((6, 5, 7), 64, True, 4, torch.float32)]:
         layers = [nn.Linear(k, n, bias=biased).to(dtype) for n in sizes]
@@ -68,7 +69,9 @@ def check_float_kernels() -> None:
         for y in (out, blocked):
             error = ((y.double() - ref).norm() / ref.norm()).item()
             assert y.shape == (rows, 1, sum(sizes)) and y.dtype == dtype, (y.shape, y.dtype)
-            assert error < (1e-6 if dtype == torch.float32 else 4e-3), (sizes, dtype, error)
+            # float32 sums rounded once to bf16: under a unit roundoff on a GPU, under one ulp (finfo.eps) here,
+            # where the interpreter truncates float32 to bf16 (4e-3 failed at 4.1e-3 for unseeded layers)
+            assert error < (1e-6 if dtype == torch.float32 else torch.finfo(dtype).eps), (sizes, dtype, error)
     for act, fn in ACTS.items():
         gate, up = nn.Linear(48, 30), nn.Linear(48, 30)
         x = torch.randn(2, 48, generator=gen)
