@@ -165,8 +165,8 @@ def grouped_attention(
     """Grouped-query attention: each group of nh / nkv query heads shares one key/value head.
 
     One query position (a decode step) with a mask shared by the heads: `decode_attention`'s kernel where it applies
-    (CUDA, no gradients), else the group's query heads run as the query positions of their key/value head; either way the keys
-    and values are read in place. Otherwise they are repeated per query head."""
+    (CUDA, no gradients), else the group's query heads run as the query positions of their key/value head; either way
+    the keys and values are read in place. Otherwise they are repeated per query head."""
     groups = q.shape[1] // k.shape[1]
     B, nh, T, D = q.shape
     if decode_attention.applies(q, k, mask, dropout_p):
