@@ -30,8 +30,8 @@ def test_cuda_window_attention_against_the_padded_path(dtype, window, heads, hea
     # attention) and the output is rounded, each at most a unit roundoff u of max |v| and of |out|
     u = torch.finfo(dtype).eps / 2
     bound = 1e-5 if dtype == torch.float32 else u * (v.abs().max().item() + truth.abs().max().item())
-    for block_m in (64, 32, 128):
-        again = out if block_m == 64 else window_attention.window_attention(q, k, v, packed.rows, window,
-                                                                            head_dim ** -0.5, block_m)
+    for block_m in (window_attention.BLOCK_M, 32, 128):
+        again = out if block_m == window_attention.BLOCK_M else window_attention.window_attention(
+            q, k, v, packed.rows, window, head_dim ** -0.5, block_m)
         error = (again.double() - truth).abs().max().item()
         assert error < bound, (block_m, error, bound)

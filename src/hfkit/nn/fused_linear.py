@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .activations import gelu_new, gelu_tanh
+from .matvec import wants_grad
 
 GELU_EPILOGUE = True  # False: half-precision CUDA feed-forward layers use nn.Linear + the activation
 CPU_FUSED_LINEAR = True  # False: bfloat16 CPU layers use F.linear (+ the activation)
@@ -34,7 +35,7 @@ def inference_only(x: torch.Tensor, linear: nn.Module) -> bool:
     """A plain nn.Linear of x's dtype, no gradient wanted."""
     if type(linear) is not nn.Linear or linear.weight.dtype != x.dtype:
         return False
-    return not (torch.is_grad_enabled() and (x.requires_grad or linear.weight.requires_grad))
+    return not wants_grad(x, linear.weight)
 
 
 @functools.cache

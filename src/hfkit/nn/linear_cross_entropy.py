@@ -17,6 +17,8 @@ from typing import NamedTuple
 
 import torch
 
+from .matvec import wants_grad
+
 
 class _Options(NamedTuple):
     ignore_index: int
@@ -146,6 +148,6 @@ def linear_cross_entropy(
     with (
         torch.autocast(device, enabled=False) if autocast else contextlib.nullcontext()
     ):
-        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+        if wants_grad(hidden, weight):
             return _LinearCrossEntropy.apply(hidden, weight, labels, opt)
         return _chunked(hidden, weight, labels, opt, False, False)[0]

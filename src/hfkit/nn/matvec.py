@@ -48,7 +48,8 @@ KERNEL_ACTIVATIONS: dict[Callable, int] = {F.silu: SILU, gelu_tanh: GELU_TANH, g
 
 
 def wants_grad(*tensors: torch.Tensor) -> bool:
-    """Whether autograd would record an op on these tensors (the kernels have no backward)."""
+    """Whether autograd would record an op on these tensors: the inference-only paths (these kernels, nn.fused_linear,
+    the loss without a backward graph) step aside when it would."""
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
