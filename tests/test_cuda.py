@@ -56,3 +56,23 @@ def test_bfloat16_on_cuda(tmp_path):
         expected = reference(**batch).logits
     keep = batch["attention_mask"].bool()
     assert (got - expected)[keep].abs().max() <= 5e-2
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_causal_attention_matches_an_explicit_mask_on_cuda(dtype):
+    """Unmasked decoder attention (SDPA's is_causal; bf16 shares key/value heads in place, float32 repeats them)
+    against an explicit causal mask over repeated heads: outputs and gradients."""
+    from hfkit.nn.attention import grouped_attention
+
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    q, k, v = (torch.randn(2, heads, 64, 32, generator=gen, device="cuda", dtype=dtype, requires_grad=True)
+               for heads in (8, 2, 2))
+    explicit = torch.ones(64, 64, dtype=torch.bool, device="cuda").tril()[None, None]
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    results = []
+    for mask in (None, explicit):
+        out = grouped_attention(q, k, v, mask)
+        grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+        results.append((out, *grads))
+    for mine, theirs in zip(*results):
+        assert (mine.float() - theirs.float()).abs().max() <= tol * max(1.0, theirs.float().abs().max().item())

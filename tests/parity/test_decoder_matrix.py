@@ -13,6 +13,7 @@ from hfkit.generation import generate_tokens, position_ids_from_mask
 from hfkit.generation.decode import decode_one_token, prefill
 from hfkit.models.auto import FAMILIES, is_decoder, tasks_of
 from hfkit.models.decoder import KVCache
+from hfkit.nn.attention import causal_mask, grouped_attention, softcapped_attention
 
 from .tiny import DECODER_SHAPES, HFKIT_AUTO, TINY_CONFIGS, TRANSFORMERS_AUTO
 
@@ -78,6 +79,22 @@ def test_parity(family, task, padding, tmp_path):
     for i, (ref, mine) in enumerate(zip(ref_out.hidden_states, our_out.hidden_states)):
         diffs[f"hidden_states[{i}]"] = max_diff(mine, ref)
     assert max(diffs.values()) <= TOL, diffs
+
+
+def test_causality_alone_is_left_to_sdpa():
+    """No padding on an empty cache: no mask tensor (SDPA's is_causal, the flash kernel on CUDA); padding, a window
+    shorter than the sequence, or cached keys keep the explicit mask, which then equals the unmasked path."""
+    ones, padded = torch.ones(2, 6, dtype=torch.long), torch.tensor([[0, 1, 1, 1, 1, 1], [1] * 6])
+    assert causal_mask(None, 6, 0) is None and causal_mask(ones, 6, 0) is None
+    assert causal_mask(None, 6, 0, sliding_window=6) is None
+    for mask in (causal_mask(padded, 6, 0), causal_mask(None, 6, 0, sliding_window=5), causal_mask(None, 3, 3)):
+        assert mask is not None and mask.dtype == torch.bool
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, heads, 6, 8, generator=gen) for heads in (4, 2, 2))  # two query heads per key head
+    explicit = torch.ones(6, 6, dtype=torch.bool).tril()[None, None]
+    assert max_diff(grouped_attention(q, k, v, None), grouped_attention(q, k, v, explicit)) <= 1e-6
+    capped = [softcapped_attention(q, k, v, mask, 5.0, 0.3) for mask in (None, explicit)]
+    assert max_diff(*capped) == 0
 
 
 @pytest.mark.parametrize("family", DECODERS)

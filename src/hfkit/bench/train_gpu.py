@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import re
 import statistics
 import sys
 import tempfile
@@ -187,7 +188,8 @@ def main(argv: list[str] | None = None):
             model = build().cuda()
             ms, spread = time_steps(model, inputs, args.steps)
             if args.profile and label in ("hfkit", "hfkit + torch.compile"):
-                profile(model, inputs, Path(args.profile) / f"{name}-{label.replace(' ', '_')}.txt")
+                safe_label = re.sub(r"[^\w.-]+", "_", label)  # "hfkit + torch.compile" → hfkit_torch.compile
+                profile(model, inputs, Path(args.profile) / f"{name}-{safe_label}.txt")
             results[label] = tokens / ms * 1000
             rows.append((name, f"B{batch} × S{seq}", label, ms, results[label], results[label] / results["transformers (sdpa)"], spread))
             print(rows[-1], flush=True)

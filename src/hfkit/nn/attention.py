@@ -139,8 +139,15 @@ def causal_mask(
 ) -> torch.Tensor | None:  # (B|1, 1, T, S) bool, True = attend; None: nothing masked
     """Query t (cache position past_len + t) sees key s when s <= t, s > t - window, and s is not padding.
 
-    Rows of left-padding queries see nothing (all False), exactly as transformers' sdpa masks."""
+    Rows of left-padding queries see nothing (all False), exactly as transformers' sdpa masks. None where the mask is
+    causality alone on an empty cache (no padding, no window shorter than the sequence): `grouped_attention` then
+    runs SDPA's `is_causal`, which takes the flash kernel; an explicit mask takes the memory-efficient one, which
+    computes every score. An `attention_mask` is read on the host for that only outside compiled code."""
     S = past_len + q_len
+    no_window = sliding_window is None or sliding_window >= S
+    if past_len == 0 and q_len > 1 and no_window and (
+            attention_mask is None or (not torch.compiler.is_compiling() and bool(attention_mask[:, -S:].all()))):
+        return None
     q = torch.arange(past_len, S, device=device)[:, None]  # (T, 1)
     kv = torch.arange(S, device=device)[None, :]  # (1, S)
     keep = kv <= q
@@ -164,11 +171,14 @@ def grouped_attention(
 ) -> torch.Tensor:  # (B, nh, T, D)
     """Grouped-query attention: each group of nh / nkv query heads shares one key/value head.
 
+    No mask over several query positions (T == S, see `causal_mask`): causal attention, `causal_attention`.
     One query position (a decode step) with a mask shared by the heads: `decode_attention`'s kernel where it applies
     (CUDA, no gradients), else the group's query heads run as the query positions of their key/value head; either way
     the keys and values are read in place. Otherwise they are repeated per query head."""
     groups = q.shape[1] // k.shape[1]
     B, nh, T, D = q.shape
+    if mask is None and T > 1:
+        return causal_attention(q, k, v, dropout_p, scale)
     if decode_attention.applies(q, k, mask, dropout_p):
         return decode_attention.decode_attention(q, k, v, mask, scale)
     if groups > 1 and T == 1 and (mask is None or mask.shape[1] == 1):
@@ -177,6 +187,28 @@ def grouped_attention(
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, D)
     return attention(q, k, v, mask, dropout_p=dropout_p, scale=scale)
+
+
+def causal_attention(
+    q: torch.Tensor,  # (B, nh, T, D)
+    k: torch.Tensor,  # (B, nkv, T, D)
+    v: torch.Tensor,  # (B, nkv, T, D)
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+) -> torch.Tensor:  # (B, nh, T, D)
+    """Query t sees keys 0…t: SDPA's `is_causal` (the flash kernel on CUDA, which skips the masked blocks). Key/value
+    heads are shared in place (`enable_gqa`) where the kernel takes it: CUDA flash dtypes and the CPU; elsewhere
+    (CUDA float32, torch < 2.5) they are repeated per query head, since SDPA would fall back to its math kernel."""
+    groups = q.shape[1] // k.shape[1]
+    kwargs = {}
+    if groups > 1 and SDPA_GQA and (q.device.type == "cpu" or q.dtype in VARLEN_DTYPES):
+        kwargs["enable_gqa"] = True
+    elif groups > 1:
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, T, D)
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale, is_causal=True, **kwargs)
+
+
+SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA's enable_gqa
 
 
 # --- Unpadded (packed) attention: the encoders' varlen path --------------------------------------------------------
@@ -304,8 +336,11 @@ def softcapped_attention(
 ) -> torch.Tensor:  # (B, nh, T, D)
     """Unfused grouped attention with tanh soft-capping of the scores (Gemma 2; SDPA has no soft-cap), op for op as
     transformers' eager path: q·kᵀ · scale → softcap · tanh(· / softcap) → + additive mask (finfo.min) → float32
-    softmax → · v. A fully masked query row (left padding) attends uniformly, as there."""
+    softmax → · v. A fully masked query row (left padding) attends uniformly, as there. No mask over several query
+    positions is causal attention (T == S), as in `grouped_attention`."""
     groups = q.shape[1] // k.shape[1]
+    if mask is None and q.shape[2] > 1:
+        mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()  # (T, S)
     if groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, D)
     scores = torch.matmul(q, k.transpose(2, 3)) * scale  # (B, nh, T, S)

@@ -1,0 +1,119 @@
+"""Exploration (not a benchmark of record): where the compiled Llama-3.2-1B-shaped training step spends its time.
+
+The step of `benchmarks/train_gpu.py` (B8 × S1024, bf16 autocast, clip 1.0, fused AdamW) on hfkit's model under
+torch.compile, one variant per `--variants` entry, each compiled afresh in this process: comma-separated words,
+`default`, `eager` (not compiled), and inductor options KEY=VALUE.
+For each: the whole step, and its parts timed apart (forward + backward, clip, optimizer); `--profile` adds the
+GPU kernels of 3 steps grouped (GEMM, attention, inductor's fused kernels, optimizer and clip, other).
+
+    PYTHONPATH=src python benchmarks/explore/train_step.py [--variants default eager ...] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+import transformers
+
+import hfkit
+from hfkit.bench.train_gpu import batches, llama_config, train_step
+
+GROUPS = (("GEMM", ("nvjet", "gemm", "cutlass", "xmma")), ("attention", ("fmha", "flash", "cudnn", "attention")),
+          ("optimizer / clip", ("multi_tensor", "foreach", "adam")), ("inductor fused", ("triton",)))
+
+
+def cuda_ms(fn, repeats: int) -> float:
+    """Median ms of `fn` over `repeats` calls, CUDA events around each."""
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def group_of(name: str) -> str:
+    lower = name.lower()
+    return next((group for group, keys in GROUPS if any(k in lower for k in keys)), "other")
+
+
+def kernel_groups(step, steps: int = 3) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        torch.cuda.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    per_group, launches = collections.Counter(), collections.Counter()
+    for e in kernels:
+        per_group[group_of(e.key)] += e.self_device_time_total / 1000 / steps
+        launches[group_of(e.key)] += e.count / steps
+    lines = [f"  {g:18s} {ms:7.2f} ms/step  {launches[g]:6.0f} launches" for g, ms in per_group.most_common()]
+    lines.append(f"  {'total':18s} {sum(per_group.values()):7.2f} ms/step")
+    top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:14]
+    lines += [f"    {e.self_device_time_total / 1000 / steps:7.2f} ms {e.count // steps:5d}x  {e.key[:100]}"
+              for e in top]
+    return "\n".join(lines)
+
+
+def run_variant(variant: str, directory: Path, data: list[dict], steps: int, profile: bool) -> None:
+    words = variant.split(",")
+    options = {k: {"True": True, "False": False}.get(v, v) for k, v in (w.split("=", 1) for w in words if "=" in w)}
+    torch._dynamo.reset()
+    model = hfkit.AutoModelForCausalLM.from_pretrained(directory).cuda()
+    if "eager" not in words:
+        model = torch.compile(model, options=options or None)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    batch = iter(range(10 ** 9))
+    step = lambda: train_step(model, data[next(batch) % len(data)], optimizer)
+    for _ in range(8):
+        step()
+    whole = cuda_ms(step, steps)
+
+    def forward_backward():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = model(**data[next(batch) % len(data)]).loss
+        loss.backward()
+
+    forward_backward()
+    clip = cuda_ms(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), steps)
+    adamw = cuda_ms(optimizer.step, steps)
+    optimizer.zero_grad(set_to_none=True)
+    fb = cuda_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward()), steps)
+    tokens = data[0]["input_ids"].numel()
+    print(f"{variant:40s} step {whole:7.2f} ms ({tokens / whole:5.1f} k tok/s); forward+backward {fb:7.2f}, "
+          f"clip {clip:5.2f}, AdamW {adamw:5.2f} ms", flush=True)
+    if profile:
+        print(kernel_groups(step), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--variants", nargs="+", default=["default", "eager"])
+    parser.add_argument("--steps", type=int, default=15)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    directory = Path(tempfile.mkdtemp()) / "llama"
+    config = llama_config()
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    data = [{k: v for k, v in b.items() if k != "attention_mask"} for b in batches("llama", config, 4, 8, 1024)]
+    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; Llama-3.2-1B shape, B8 × S1024")
+    for variant in args.variants:
+        run_variant(variant, directory, data, args.steps, args.profile)
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
