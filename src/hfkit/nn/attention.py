@@ -173,8 +173,8 @@ def grouped_attention(
 
     No mask over several query positions (T == S, see `causal_mask`): causal attention, `causal_attention`.
     One query position (a decode step) with a mask shared by the heads: `decode_attention`'s kernel where it applies
-    (CUDA, no gradients), else the group's query heads run as the query positions of their key/value head; either way
-    the keys and values are read in place. Otherwise they are repeated per query head."""
+    (a compiled CUDA step, no gradients), else the group's query heads run as the query positions of their key/value
+    head; either way the keys and values are read in place. Otherwise they are repeated per query head."""
     groups = q.shape[1] // k.shape[1]
     B, nh, T, D = q.shape
     if mask is None and T > 1:

@@ -12,7 +12,9 @@ and under Triton's interpreter, which multiplies no bf16: float32 products). A q
 
 It runs where Triton runs it (CUDA, or TRITON_INTERPRET=1 as nn.matvec) for a step without gradients or dropout and
 a mask shared by the heads (ENABLED, on by default); `applies` says so and `grouped_attention` keeps SDPA for the
-rest.
+rest. On CUDA only inside compiled code: an eager step is bound by the host, where the op and the merge's six small
+kernels cost more than one SDPA call (eager Llama-3.2-1B decoding on an H100: 15.2 against 13.2 ms a token with the
+dynamic cache, 23.8 against 14.8 with the static one; RESULTS.md, twelfth session).
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ MAX_CACHE = 8192  # longer caches keep SDPA until the kernel has been measured o
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
-    """q (B, nh, 1, D), k (B, nkv, S ≤ MAX_CACHE, D), mask None or bool (B | 1, 1, 1, S)."""
-    return (ENABLED and triton is not None and (q.is_cuda or matvec.INTERPRETED) and q.shape[2] == 1
+    """q (B, nh, 1, D), k (B, nkv, S ≤ MAX_CACHE, D), mask None or bool (B | 1, 1, 1, S); on CUDA, being compiled."""
+    return (ENABLED and triton is not None and (torch.compiler.is_compiling() if q.is_cuda else matvec.INTERPRETED)
+            and q.shape[2] == 1
             and not dropout_p and not matvec.wants_grad(q, k)
             and q.shape[1] % k.shape[1] == 0 and q.dtype == k.dtype and q.dtype in DTYPES and k.shape[2] <= MAX_CACHE
             and (mask is None or (mask.dtype == torch.bool and mask.shape[1] == mask.shape[2] == 1)))
