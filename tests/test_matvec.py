@@ -102,6 +102,26 @@ def test_cuda_decode_attention_against_float64(dtype, B, nh, nkv, S, D, monkeypa
     assert (out.double() - ref).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+def test_only_the_compiled_cuda_step_takes_the_decode_attention_kernel(tmp_path, monkeypatch):
+    """The compiled static-cache step traces the kernel in; eager steps keep SDPA; both give the same tokens."""
+    from hfkit.generation import generate_tokens
+
+    from .parity.test_decoder_matrix import build, left_padded
+
+    _, ours = build(tmp_path, "llama")
+    ours = ours.cuda()
+    ids, mask = (t.cuda() for t in left_padded())
+    calls = []
+    kernel = decode_attention.decode_attention
+    monkeypatch.setattr(decode_attention, "decode_attention", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
+    eager = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=False)
+    assert not calls
+    compiled = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True)
+    assert calls  # traced into the step's graph
+    assert torch.equal(compiled, eager)
+
+
 def test_decode_attention_is_on_and_keeps_sdpa_on_the_cpu():
     """On by default (measured faster on an H100); CPU tensors, with no interpreter, keep SDPA."""
     assert decode_attention.ENABLED
