@@ -19,6 +19,7 @@ import transformers
 
 import hfkit
 from hfkit.bench.encode_gpu import budget_batches, make_ids, make_lengths, time_pass
+from hfkit.bench.timing import cuda_median_ms
 from hfkit.nn.attention import PackedBatch, varlen_window_supported
 
 CATEGORIES = (("GEMM", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "sm90", "sm80")), ("flash attention", ("flash",)),
@@ -65,15 +66,7 @@ def attention_windows(batch, config) -> str:
     for window in (None, 64, 128, 256):
         kwargs = {} if window is None else {"window_size": (window, window)}
         call = lambda kwargs=kwargs: packed.kernel(q, k, v, packed.cu_seqlens, packed.cu_seqlens, packed.max_len, packed.max_len, **kwargs)
-        times = []
-        for i in range(25):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            call()
-            end.record()
-            end.synchronize()
-            times.append(start.elapsed_time(end))
-        out.append(f"  window {window}: {statistics.median(times[5:]):.3f} ms")
+        out.append(f"  window {window}: {cuda_median_ms(call, 20, warmup=5):.3f} ms")
     return "\n".join(out)
 
 

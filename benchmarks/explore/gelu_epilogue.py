@@ -9,24 +9,10 @@ itself. Medians of CUDA-event timings; max abs error of each against a float32 e
 
 from __future__ import annotations
 
-import statistics
-
 import torch
 import torch.nn.functional as F
 
-
-def median_ms(fn, repeats: int = 50) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
+from hfkit.bench.timing import cuda_median_ms
 
 
 def main() -> None:
@@ -47,11 +33,12 @@ def main() -> None:
                 "addmm alone (no GELU)": lambda x: torch.addmm(bias, x, weight.T)}
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}: ({n}, {hidden}) @ ({hidden}, {inner}) + bias, GELU")
     for name, fn in variants.items():
-        ms = median_ms(lambda fn=fn: fn(x))
+        ms = cuda_median_ms(lambda fn=fn: fn(x), 50, warmup=5)
         err = (fn(x).float() - truth).abs().max().item() if "alone" not in name else float("nan")
         print(f"  {name:60s} {ms:6.3f} ms   max |err| vs float32 erf-GELU {err:.4f}")
     for rows in (32465, 31999):  # token counts that are not multiples of 16
-        ms = {name: median_ms(lambda fn=fn, rows=rows: fn(x[:rows])) for name, fn in variants.items() if "(b)" in name}
+        ms = {name: cuda_median_ms(lambda fn=fn, rows=rows: fn(x[:rows]), 50, warmup=5)
+              for name, fn in variants.items() if "(b)" in name}
         print(f"  rows {rows}: " + ", ".join(f"{k.split(')')[0]}) {v:.3f} ms" for k, v in ms.items()))
 
 

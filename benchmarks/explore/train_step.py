@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import statistics
 import tempfile
 from pathlib import Path
 
@@ -21,23 +20,11 @@ import torch
 import transformers
 
 import hfkit
+from hfkit.bench.timing import cuda_median_ms
 from hfkit.bench.train_gpu import batches, llama_config, train_step
 
 GROUPS = (("GEMM", ("nvjet", "gemm", "cutlass", "xmma")), ("attention", ("fmha", "flash", "cudnn", "attention")),
           ("optimizer / clip", ("multi_tensor", "foreach", "adam")), ("inductor fused", ("triton",)))
-
-
-def cuda_ms(fn, repeats: int) -> float:
-    """Median ms of `fn` over `repeats` calls, CUDA events around each."""
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times)
 
 
 def group_of(name: str) -> str:
@@ -78,7 +65,7 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
     step = lambda: train_step(model, data[next(batch) % len(data)], optimizer)
     for _ in range(8):
         step()
-    whole = cuda_ms(step, steps)
+    whole = cuda_median_ms(step, steps)
 
     def forward_backward():
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -86,10 +73,10 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
         loss.backward()
 
     forward_backward()
-    clip = cuda_ms(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), steps)
-    adamw = cuda_ms(optimizer.step, steps)
+    clip = cuda_median_ms(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), steps)
+    adamw = cuda_median_ms(optimizer.step, steps)
     optimizer.zero_grad(set_to_none=True)
-    fb = cuda_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward()), steps)
+    fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward()), steps)
     tokens = data[0]["input_ids"].numel()
     print(f"{variant:40s} step {whole:7.2f} ms ({tokens / whole:5.1f} k tok/s); forward+backward {fb:7.2f}, "
           f"clip {clip:5.2f}, AdamW {adamw:5.2f} ms", flush=True)

@@ -27,20 +27,9 @@ from hfkit.bench.encode_gpu import (
     make_lengths,
     time_pass,
 )
+from hfkit.bench.timing import cuda_median_ms
 from hfkit.nn import window_attention
 from hfkit.nn.attention import PackedBatch
-
-
-def median_ms(call, n: int = 25) -> float:
-    times = []
-    for _ in range(n):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        call()
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end))
-    return statistics.median(times[5:])
 
 
 def attention_alone(batch: dict, heads: int = 12, head_dim: int = 64, window: int = 64) -> None:
@@ -58,7 +47,7 @@ def attention_alone(batch: dict, heads: int = 12, head_dim: int = 64, window: in
     print(f"attention alone, {n} tokens (longest {longest}), {heads} heads of {head_dim}, window {window}:")
     for label, call in variants.items():
         error = "" if "full" in label else f"; max |Δ| vs varlen window {(call().float() - reference).abs().max():.2e}"
-        print(f"  {label:34s} {median_ms(call):.3f} ms{error}", flush=True)
+        print(f"  {label:34s} {cuda_median_ms(call, 20, warmup=5):.3f} ms{error}", flush=True)
 
 
 def whole_passes(repeats: int) -> None:

@@ -141,8 +141,8 @@ def causal_mask(
 
     Rows of left-padding queries see nothing (all False), exactly as transformers' sdpa masks. None where the mask is
     causality alone on an empty cache (no padding, no window shorter than the sequence): `grouped_attention` then
-    runs SDPA's `is_causal`, which takes the flash kernel; an explicit mask takes the memory-efficient one, which
-    computes every score. An `attention_mask` is read on the host for that only outside compiled code."""
+    runs SDPA's `is_causal`, for which CUDA has fused kernels that skip the masked blocks (an explicit mask rules the
+    flash kernel out). An `attention_mask` is read on the host for that only outside compiled code."""
     S = past_len + q_len
     no_window = sliding_window is None or sliding_window >= S
     if past_len == 0 and q_len > 1 and no_window and (
@@ -189,6 +189,9 @@ def grouped_attention(
     return attention(q, k, v, mask, dropout_p=dropout_p, scale=scale)
 
 
+SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA takes enable_gqa
+
+
 def causal_attention(
     q: torch.Tensor,  # (B, nh, T, D)
     k: torch.Tensor,  # (B, nkv, T, D)
@@ -196,9 +199,10 @@ def causal_attention(
     dropout_p: float = 0.0,
     scale: float | None = None,
 ) -> torch.Tensor:  # (B, nh, T, D)
-    """Query t sees keys 0…t: SDPA's `is_causal` (the flash kernel on CUDA, which skips the masked blocks). Key/value
-    heads are shared in place (`enable_gqa`) where the kernel takes it: CUDA flash dtypes and the CPU; elsewhere
-    (CUDA float32, torch < 2.5) they are repeated per query head, since SDPA would fall back to its math kernel."""
+    """Query t sees keys 0…t: SDPA's `is_causal` (on an H100, cuDNN's fused attention, which skips the masked
+    blocks). Key/value heads are shared in place (`enable_gqa`) where the fused kernels take that: CUDA float16 /
+    bfloat16, and the CPU; elsewhere (CUDA float32, torch < 2.5) they are repeated per query head, since SDPA would
+    fall back to its math kernel."""
     groups = q.shape[1] // k.shape[1]
     kwargs = {}
     if groups > 1 and SDPA_GQA and (q.device.type == "cpu" or q.dtype in VARLEN_DTYPES):
@@ -206,9 +210,6 @@ def causal_attention(
     elif groups > 1:
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, T, D)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale, is_causal=True, **kwargs)
-
-
-SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA's enable_gqa
 
 
 # --- Unpadded (packed) attention: the encoders' varlen path --------------------------------------------------------

@@ -40,8 +40,7 @@ MAX_CACHE = 8192  # longer caches keep SDPA until the kernel has been measured o
 def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
     """q (B, nh, 1, D), k (B, nkv, S ≤ MAX_CACHE, D), mask None or bool (B | 1, 1, 1, S); on CUDA, being compiled."""
     return (ENABLED and triton is not None and (torch.compiler.is_compiling() if q.is_cuda else matvec.INTERPRETED)
-            and q.shape[2] == 1
-            and not dropout_p and not matvec.wants_grad(q, k)
+            and q.shape[2] == 1 and not dropout_p and not matvec.wants_grad(q, k)
             and q.shape[1] % k.shape[1] == 0 and q.dtype == k.dtype and q.dtype in DTYPES and k.shape[2] <= MAX_CACHE
             and (mask is None or (mask.dtype == torch.bool and mask.shape[1] == mask.shape[2] == 1)))
 
