@@ -82,7 +82,7 @@ def test_parity(family, task, padding, tmp_path):
 
 
 def test_causality_alone_is_left_to_sdpa():
-    """No padding on an empty cache: no mask tensor (SDPA's is_causal, the flash kernel on CUDA); padding, a window
+    """No padding on an empty cache: no mask tensor (SDPA's is_causal, a fused kernel on CUDA); padding, a window
     shorter than the sequence, or cached keys keep the explicit mask, which then equals the unmasked path."""
     ones, padded = torch.ones(2, 6, dtype=torch.long), torch.tensor([[0, 1, 1, 1, 1, 1], [1] * 6])
     assert causal_mask(None, 6, 0) is None and causal_mask(ones, 6, 0) is None

@@ -185,11 +185,16 @@ def grouped_attention(
         out = attention(q.reshape(B, k.shape[1], groups, D), k, v, mask, dropout_p=dropout_p, scale=scale)
         return out.reshape(B, nh, 1, D)  # (B, nkv, G, D) → (B, nh, 1, D)
     if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, D)
+        k, v = repeat_heads(k, groups), repeat_heads(v, groups)  # (B, nh, S, D)
     return attention(q, k, v, mask, dropout_p=dropout_p, scale=scale)
 
 
 SDPA_GQA = tuple(int(p) for p in torch.__version__.split(".")[:2]) >= (2, 5)  # SDPA takes enable_gqa
+
+
+def repeat_heads(t: torch.Tensor, groups: int) -> torch.Tensor:  # (B, nkv, S, D) → (B, nkv·groups, S, D)
+    """Each key/value head repeated for the `groups` query heads that share it, for kernels that cannot share it."""
+    return t.repeat_interleave(groups, dim=1)
 
 
 def causal_attention(
@@ -208,7 +213,7 @@ def causal_attention(
     if groups > 1 and SDPA_GQA and (q.device.type == "cpu" or q.dtype in VARLEN_DTYPES):
         kwargs["enable_gqa"] = True
     elif groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, T, D)
+        k, v = repeat_heads(k, groups), repeat_heads(v, groups)  # (B, nh, T, D)
     return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, scale=scale, is_causal=True, **kwargs)
 
 
@@ -343,7 +348,7 @@ def softcapped_attention(
     if mask is None and q.shape[2] > 1:
         mask = torch.ones(q.shape[2], k.shape[2], dtype=torch.bool, device=q.device).tril()  # (T, S)
     if groups > 1:
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, nh, S, D)
+        k, v = repeat_heads(k, groups), repeat_heads(v, groups)  # (B, nh, S, D)
     scores = torch.matmul(q, k.transpose(2, 3)) * scale  # (B, nh, T, S)
     if softcap is not None:
         scores = torch.tanh(scores / softcap) * softcap
