@@ -15,8 +15,8 @@ BUFFER = 32 << 20  # bytes: a float32 (4096, 2048) tensor, above glibc's 128 KiB
 class MallInfo2(ctypes.Structure):
     """glibc's `struct mallinfo2` (malloc.h, glibc ≥ 2.33): every field a size_t."""
 
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]
 
 
 def mallinfo2() -> MallInfo2:
