@@ -2,7 +2,9 @@
 
 The step of `benchmarks/train_gpu.py` (B8 × S1024, bf16 autocast, clip 1.0, fused AdamW) on hfkit's model under
 torch.compile, one variant per `--variants` entry, each compiled afresh in this process: comma-separated words,
-`default`, `eager` (not compiled), and inductor options KEY=VALUE.
+`default`, `eager` (not compiled), `clip-in-adamw` (the clip's rescale done by the fused AdamW as it reads the
+gradients: `grad_scale`, the attribute GradScaler sets, divides them; the clip is then the norm alone), and inductor
+options KEY=VALUE.
 For each: the whole step, and its parts timed apart (forward + backward, clip, optimizer); `--profile` adds the
 GPU kernels of 3 steps grouped (GEMM, attention, inductor's fused kernels, optimizer and clip, other).
 
@@ -52,8 +54,27 @@ def kernel_groups(step, steps: int = 3) -> str:
     return "\n".join(lines)
 
 
+def norm_and_clip_scale(model, max_norm: float = 1.0) -> torch.Tensor:
+    """clip_grad_norm_'s norm and coefficient, as the divisor the fused AdamW's `grad_scale` takes: ≥ 1, on device."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+    return (norm + 1e-6).div(max_norm).clamp(min=1.0)  # 1 / clamp(max_norm / (norm + 1e-6), max=1)
+
+
+def clip_in_adamw_step(model, batch: dict, optimizer) -> None:
+    """train_step with the clip's rescale inside the fused AdamW."""
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss = model(**batch).loss
+    loss.backward()
+    optimizer.grad_scale = norm_and_clip_scale(model)
+    optimizer.step()
+    del optimizer.grad_scale
+    optimizer.zero_grad(set_to_none=True)
+
+
 def run_variant(variant: str, directory: Path, data: list[dict], steps: int, profile: bool) -> None:
     words = variant.split(",")
+    fold = "clip-in-adamw" in words
     options = {k: {"True": True, "False": False}.get(v, v) for k, v in (w.split("=", 1) for w in words if "=" in w)}
     torch._dynamo.reset()
     model = hfkit.AutoModelForCausalLM.from_pretrained(directory).cuda()
@@ -62,7 +83,7 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     batch = iter(range(10 ** 9))
-    step = lambda: train_step(model, data[next(batch) % len(data)], optimizer)
+    step = lambda: (clip_in_adamw_step if fold else train_step)(model, data[next(batch) % len(data)], optimizer)
     for _ in range(8):
         step()
     whole = cuda_median_ms(step, steps)
@@ -73,8 +94,12 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
         loss.backward()
 
     forward_backward()
-    clip = cuda_median_ms(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), steps)
+    clip = cuda_median_ms(lambda: norm_and_clip_scale(model) if fold else torch.nn.utils.clip_grad_norm_(
+        model.parameters(), 1.0), steps)
+    if fold:
+        optimizer.grad_scale = norm_and_clip_scale(model)
     adamw = cuda_median_ms(optimizer.step, steps)
+    optimizer.__dict__.pop("grad_scale", None)
     optimizer.zero_grad(set_to_none=True)
     fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward()), steps)
     tokens = data[0]["input_ids"].numel()
