@@ -136,13 +136,20 @@ def step_matches_torch_path(model, label: str, left_padded: bool) -> None:
 def check_decoders(tmp: Path) -> None:
     """Quantized float32 decoders (int8 kernels): Llama (SiLU), Gemma (tanh-GELU), Qwen2 (q | k | v biases). Float32
     decoders (float kernels for q | k | v, attention, o, gate | up with its activation, down, LM head; one row
-    left-padded): the same and Phi-3 (fused projections)."""
-    for family in ("llama", "gemma", "qwen2"):
-        _, model = build(tmp / family, family)
-        step_matches_torch_path(quantize_weights_int8(model), f"int8 {family}", left_padded=False)
-    for family in ("llama", "gemma", "qwen2", "phi3"):
-        _, model = build(tmp / f"float-{family}", family)
-        step_matches_torch_path(model, family, left_padded=True)
+    left-padded): the same and Phi-3 (fused projections). The interpreter runs a launch's programs one by one in
+    Python (~40 ms each on a 2-core EPYC), so these run 32 weight rows a program; the GPU's 1–2 rows a program are
+    checked above (check_kernels, check_float_kernels) and by the CUDA tests."""
+    gpu_config = matvec.config_for
+    matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}
+    try:
+        for family in ("llama", "gemma", "qwen2"):
+            _, model = build(tmp / family, family)
+            step_matches_torch_path(quantize_weights_int8(model), f"int8 {family}", left_padded=False)
+        for family in ("llama", "gemma", "qwen2", "phi3"):
+            _, model = build(tmp / f"float-{family}", family)
+            step_matches_torch_path(model, family, left_padded=True)
+    finally:
+        matvec.config_for = gpu_config
 
 
 def check_window_attention(tmp: Path) -> None:

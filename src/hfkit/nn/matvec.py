@@ -23,6 +23,7 @@ graphs included).
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 
@@ -147,7 +148,7 @@ def _launch(x: torch.Tensor, weights: Sequence[torch.Tensor], scales: Sequence[t
     y = torch.empty(rows.shape[0], n, dtype=x.dtype, device=x.device)  # (M, N)
     config = dict(config or config_for(n, k, glu=bool(act)))
     n0, n01 = sizes[0], sum(sizes[:2])
-    if not act and (n0 % config["BLOCK_N"] or n01 % config["BLOCK_N"]):
+    if not act and any(boundary % config["BLOCK_N"] for boundary in itertools.accumulate(sizes[:-1])):
         config["BLOCK_N"] = 1  # a block never straddles two weights
     pad = lambda ts: [*ts, *[ts[0]] * (3 - len(ts))]  # unused pointer slots
     w = pad([t.contiguous() for t in weights])
