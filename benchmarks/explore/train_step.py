@@ -23,7 +23,7 @@ import transformers
 
 import hfkit
 from hfkit.bench.timing import cuda_median_ms
-from hfkit.bench.train_gpu import batches, llama_config, train_step
+from hfkit.bench.train_gpu import batches, forward_backward, llama_config, train_step
 
 GROUPS = (("GEMM", ("nvjet", "gemm", "cutlass", "xmma")), ("attention", ("fmha", "flash", "cudnn", "attention")),
           ("optimizer / clip", ("multi_tensor", "foreach", "adam")), ("inductor fused", ("triton",)))
@@ -63,9 +63,7 @@ def norm_and_clip_scale(model, max_norm: float = 1.0) -> torch.Tensor:
 
 def clip_in_adamw_step(model, batch: dict, optimizer) -> None:
     """train_step with the clip's rescale inside the fused AdamW."""
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = model(**batch).loss
-    loss.backward()
+    forward_backward(model, batch)
     optimizer.grad_scale = norm_and_clip_scale(model)
     optimizer.step()
     del optimizer.grad_scale
@@ -83,25 +81,21 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     batch = iter(range(10 ** 9))
-    step = lambda: (clip_in_adamw_step if fold else train_step)(model, data[next(batch) % len(data)], optimizer)
+    next_batch = lambda: data[next(batch) % len(data)]
+    step = lambda: (clip_in_adamw_step if fold else train_step)(model, next_batch(), optimizer)
     for _ in range(8):
         step()
     whole = cuda_median_ms(step, steps)
-
-    def forward_backward():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            loss = model(**data[next(batch) % len(data)]).loss
-        loss.backward()
-
-    forward_backward()
+    forward_backward(model, next_batch())
     clip = cuda_median_ms(lambda: norm_and_clip_scale(model) if fold else torch.nn.utils.clip_grad_norm_(
         model.parameters(), 1.0), steps)
     if fold:
         optimizer.grad_scale = norm_and_clip_scale(model)
     adamw = cuda_median_ms(optimizer.step, steps)
-    optimizer.__dict__.pop("grad_scale", None)
+    if fold:
+        del optimizer.grad_scale
     optimizer.zero_grad(set_to_none=True)
-    fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward()), steps)
+    fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward(model, next_batch())), steps)
     tokens = data[0]["input_ids"].numel()
     print(f"{variant:40s} step {whole:7.2f} ms ({tokens / whole:5.1f} k tok/s); forward+backward {fb:7.2f}, "
           f"clip {clip:5.2f}, AdamW {adamw:5.2f} ms", flush=True)

@@ -57,11 +57,16 @@ def batches(name: str, config, count: int, batch: int, seq: int) -> list[dict[st
     return out
 
 
-def train_step(model, batch: dict, optimizer) -> None:
-    """The step every implementation runs: forward with labels under bf16 autocast, backward, clip, AdamW."""
+def forward_backward(model, batch: dict) -> None:
+    """Forward with labels under bf16 autocast, then backward."""
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = model(**batch).loss
     loss.backward()
+
+
+def train_step(model, batch: dict, optimizer) -> None:
+    """The step every implementation runs: forward and backward, clip, AdamW."""
+    forward_backward(model, batch)
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

@@ -23,6 +23,7 @@ graphs included).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Sequence
@@ -41,11 +42,9 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's interpreter:
 # installed, its import was ~0.2 s of a 0.45 s CPU model load).
 triton = None
 if torch.backends.cuda.is_built() or INTERPRETED:
-    try:
+    with contextlib.suppress(ImportError):  # not installed (the CPU wheels of torch come without it)
         import triton
         import triton.language as tl
-    except ImportError:  # not installed (the CPU wheels of torch come without it)
-        triton = None
 
 # the activations the GLU kernel computes, by the function the model holds
 SILU, GELU_TANH = 1, 2
