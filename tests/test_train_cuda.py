@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import hfkit
+from hfkit.train.optim import ClippedAdamW, parameter_groups
 
 from .train_fixtures import ID2LABEL, tiny_bert, topic_rows
 
@@ -32,6 +33,28 @@ def test_compiled_steps_train_like_eager(classifier_dir, compile, exact_cuda_mat
     eager = losses(classifier_dir)
     compiled = losses(classifier_dir, compile=compile)
     assert len(compiled) == 12 and max(abs(a - b) for a, b in zip(eager, compiled)) <= 1e-4
+
+
+def test_clipped_adamw_steps_like_clip_grad_norm_and_fused_adamw(classifier_dir):
+    """On CUDA (capturable state, the lr a device tensor) ClippedAdamW takes the fused AdamW's clipped steps."""
+    torch.manual_seed(0)
+    ours, reference = (hfkit.AutoModelForSequenceClassification.from_pretrained(classifier_dir).cuda() for _ in "ab")
+    ours.load_state_dict(reference.state_dict())
+    optimizer = ClippedAdamW(parameter_groups(ours, 0.01), 0.5, lr=1e-3)
+    reference_optimizer = torch.optim.AdamW(parameter_groups(reference, 0.01), lr=1e-3, fused=True)
+    schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 - step / 10)
+                 for o in (optimizer, reference_optimizer)]
+    for _ in range(4):
+        ids = torch.randint(5, 1000, (8, 12), device="cuda")
+        for model, opt, schedule in zip((ours, reference), (optimizer, reference_optimizer), schedules, strict=True):
+            model(input_ids=ids, labels=ids[:, 0] % 3).loss.backward()
+            if opt is reference_optimizer:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            schedule.step()
+        for mine, theirs in zip(ours.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

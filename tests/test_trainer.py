@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ import torch.multiprocessing as mp
 
 import hfkit
 from hfkit.errors import ConfigError
-from hfkit.train.optim import lr_factor, parameter_groups
+from hfkit.train.optim import ClippedAdamW, lr_factor, make_optimizer, parameter_groups
 
 from .train_fixtures import ID2LABEL, tiny_bert, topic_rows
 
@@ -111,6 +112,51 @@ def test_weight_decay_skips_biases_and_norms(classifier_dir):
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in no_decay["params"])
     assert any(names[id(p)].endswith("word_embeddings.weight") for p in decay["params"])
+
+
+def clipped_adamw(model, config) -> ClippedAdamW:
+    return ClippedAdamW(parameter_groups(model, config.weight_decay), config.max_grad_norm, lr=config.lr,
+                        betas=config.adam_betas, eps=config.adam_eps)
+
+
+def test_clipped_adamw_steps_like_clip_grad_norm_and_adamw():
+    """ClippedAdamW (compiled, here on the CPU) takes clip_grad_norm_ + AdamW's step, follows the schedule through
+    its tensor lr without recompiling, leaves no gradients and resumes from its state_dict."""
+    torch.manual_seed(0)
+    ours = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.Linear(32, 4))
+    reference = copy.deepcopy(ours)
+    config = hfkit.TrainingConfig(lr=1e-3, compile=True, max_grad_norm=0.05, weight_decay=0.1)
+    optimizer = clipped_adamw(ours, config)
+    reference_optimizer = make_optimizer(reference, config, torch.device("cpu"))
+    schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 - step / 10)
+                 for o in (optimizer, reference_optimizer)]
+
+    def step(model, optimizer, schedule, x):
+        model(x).square().mean().backward()
+        if not isinstance(optimizer, ClippedAdamW):
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if schedule is not None:
+            schedule.step()
+
+    torch._dynamo.utils.counters.clear()
+    for _ in range(3):
+        x = torch.randn(8, 16)
+        assert all(p.grad is None for p in ours.parameters())
+        step(ours, optimizer, schedules[0], x)
+        step(reference, reference_optimizer, schedules[1], x)
+        for mine, theirs in zip(ours.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
+    resumed = copy.deepcopy(ours)
+    resumed_optimizer = clipped_adamw(resumed, config)
+    resumed_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # as a checkpoint holds it
+    x = torch.randn(8, 16)
+    step(ours, optimizer, schedules[0], x)
+    step(resumed, resumed_optimizer, None, x)
+    for mine, theirs in zip(ours.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
 
 
 def test_schedules():

@@ -3,10 +3,12 @@
 The step of `benchmarks/train_gpu.py` (B8 × S1024, bf16 autocast, clip 1.0, fused AdamW) on hfkit's model under
 torch.compile, one variant per `--variants` entry, each compiled afresh in this process: comma-separated words,
 `default`, `eager` (not compiled), `clip-in-adamw` (the clip's rescale done by the fused AdamW as it reads the
-gradients: `grad_scale`, the attribute GradScaler sets, divides them; the clip is then the norm alone), and inductor
-options KEY=VALUE.
+gradients: `grad_scale`, the attribute GradScaler sets, divides them; the clip is then the norm alone),
+`clipped-adamw` (hfkit's ClippedAdamW: the clip and a multi-tensor AdamW update compiled as one function that
+never writes the clipped gradients) and inductor options KEY=VALUE.
 For each: the whole step, and its parts timed apart (forward + backward, clip, optimizer); `--profile` adds the
-GPU kernels of 3 steps grouped (GEMM, attention, inductor's fused kernels, optimizer and clip, other).
+GPU kernels of 3 steps grouped (GEMM, attention, inductor's fused kernels, optimizer and clip, other) and the GPU's
+idle gaps between kernels (each step synchronised, as the timing does).
 
     PYTHONPATH=src python benchmarks/explore/train_step.py [--variants default eager ...] [--profile]
 """
@@ -24,6 +26,7 @@ import transformers
 import hfkit
 from hfkit.bench.timing import cuda_median_ms
 from hfkit.bench.train_gpu import batches, forward_backward, llama_config, train_step
+from hfkit.train.optim import ClippedAdamW, parameter_groups
 
 GROUPS = (("GEMM", ("nvjet", "gemm", "cutlass", "xmma")), ("attention", ("fmha", "flash", "cudnn", "attention")),
           ("optimizer / clip", ("multi_tensor", "foreach", "adam")), ("inductor fused", ("triton",)))
@@ -40,7 +43,7 @@ def kernel_groups(step, steps: int = 3) -> str:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(steps):
             step()
-        torch.cuda.synchronize()
+            torch.cuda.synchronize()
     kernels = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
     per_group, launches = collections.Counter(), collections.Counter()
     for e in kernels:
@@ -51,7 +54,27 @@ def kernel_groups(step, steps: int = 3) -> str:
     top = sorted(kernels, key=lambda e: -e.self_device_time_total)[:14]
     lines += [f"    {e.self_device_time_total / 1000 / steps:7.2f} ms {e.count // steps:5d}x  {e.key[:100]}"
               for e in top]
-    return "\n".join(lines)
+    return "\n".join(lines + idle_gaps(prof, steps))
+
+
+def idle_gaps(prof, steps: int, top: int = 10) -> list[str]:
+    """GPU time with no kernel running inside each step (between its first and last kernel), and the largest gaps."""
+    kernels = sorted((e.time_range.start, e.time_range.end, e.name) for e in prof.events()
+                     if e.device_type.name == "CUDA")
+    if not kernels:
+        return ["  (the profiler recorded no CUDA kernel events)"]
+    gaps, busy_until, previous = [], kernels[0][1], kernels[0][2]
+    for start, end, name in kernels[1:]:
+        if start > busy_until:
+            gaps.append((start - busy_until, previous, name))
+        if end > busy_until:
+            busy_until, previous = end, name
+    within = [g for g in gaps if g[0] < 20_000]  # longer ones are the host's sync between steps
+    idle_ms = sum(g[0] for g in within) / 1000 / steps
+    lines = [f"  idle inside steps {idle_ms:7.2f} ms/step in {len(within) / steps:.0f} gaps; largest:"]
+    lines += [f"    {us / 1000:6.2f} ms after {before[:60]} / before {after[:60]}"
+              for us, before, after in sorted(within, reverse=True)[:top]]
+    return lines
 
 
 def norm_and_clip_scale(model, max_norm: float = 1.0) -> torch.Tensor:
@@ -79,13 +102,24 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
     if "eager" not in words:
         model = torch.compile(model, options=options or None)
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     batch = iter(range(10 ** 9))
     next_batch = lambda: data[next(batch) % len(data)]
+    if "clipped-adamw" in words:
+        optimizer = ClippedAdamW(parameter_groups(model, 0.01), 1.0, lr=1e-5)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     step = lambda: (clip_in_adamw_step if fold else train_step)(model, next_batch(), optimizer)
     for _ in range(8):
         step()
     whole = cuda_median_ms(step, steps)
+    if "clipped-adamw" in words:
+        fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward(model, next_batch())),
+                            steps)
+        print(f"{variant:40s} step {whole:7.2f} ms ({data[0]['input_ids'].numel() / whole:5.1f} k tok/s); "
+              f"forward+backward {fb:7.2f}, clip + AdamW {whole - fb:5.2f} ms (the difference)", flush=True)
+        if profile:
+            print(kernel_groups(step), flush=True)
+        return
     forward_backward(model, next_batch())
     clip = cuda_median_ms(lambda: norm_and_clip_scale(model) if fold else torch.nn.utils.clip_grad_norm_(
         model.parameters(), 1.0), steps)

@@ -2,7 +2,8 @@
 
 Workloads (issue 7): bert-base sequence classification B32 × S128; Llama-3.2-1B-shaped causal LM B8 × S1024.
 Each implementation runs the same step on the same random batches — forward with labels, backward, clip,
-AdamW (fused), zero_grad — after warm-up; CUDA events around every step; the median step gives tokens/s.
+AdamW (fused), zero_grad — after warm-up; CUDA events around every step; the median step gives tokens/s. The
+ClippedAdamW row (a candidate for the Trainer) takes hfkit's compiled clip + AdamW update instead.
 `--trainer` also times hfkit's Trainer.fit end to end (tokenised rows → collation → step → logging) on a
 synthetic word-level tokenizer, from the tokens/s it logs (median of the log windows after the first).
 
@@ -24,6 +25,7 @@ import torch
 import transformers
 
 import hfkit
+from hfkit.train.optim import ClippedAdamW, parameter_groups
 
 WARMUP = 10
 
@@ -65,16 +67,21 @@ def forward_backward(model, batch: dict) -> None:
 
 
 def train_step(model, batch: dict, optimizer) -> None:
-    """The step every implementation runs: forward and backward, clip, AdamW."""
+    """The step every implementation runs: forward and backward, clip (ClippedAdamW clips as it steps), AdamW."""
     forward_backward(model, batch)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    if not isinstance(optimizer, ClippedAdamW):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 
-def time_steps(model, data: list[dict], steps: int) -> tuple[float, float]:
-    """Median and spread of the step time in ms (after WARMUP steps)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+def time_steps(model, data: list[dict], steps: int, clipped_adamw: bool = False) -> tuple[float, float]:
+    """Median and spread of the step time in ms (after WARMUP steps); `clipped_adamw`: hfkit's ClippedAdamW (clip
+    compiled into the update) instead of clip_grad_norm_ + fused AdamW."""
+    if clipped_adamw:
+        optimizer = ClippedAdamW(parameter_groups(model, 0.01), 1.0, lr=1e-5)  # 0.01: AdamW's default decay
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     model.train()
     times = []
     for i in range(WARMUP + steps):
@@ -179,19 +186,23 @@ def main(argv: list[str] | None = None):
         data = batches(name, config, 4, batch, seq)
         tokens = batch * seq
         unmasked = [{k: v for k, v in b.items() if k != "attention_mask"} for b in data]  # what the Trainer passes
-        variants = {
-            "transformers (sdpa)": (lambda: getattr(transformers, auto).from_pretrained(directory, attn_implementation="sdpa"), data),
-            "hfkit": (lambda: getattr(hfkit, auto).from_pretrained(directory), unmasked),
-            "hfkit + torch.compile": (lambda: torch.compile(getattr(hfkit, auto).from_pretrained(directory)), unmasked),
-            "hfkit + compile (CUDA graphs)": (lambda: torch.compile(getattr(hfkit, auto).from_pretrained(directory),
-                                                                    mode="reduce-overhead"), unmasked),
+        variants = {  # label → (library, torch.compile mode or None, inputs)
+            "transformers (sdpa)": (transformers, None, data),
+            "hfkit": (hfkit, None, unmasked),
+            "hfkit + torch.compile": (hfkit, "default", unmasked),
+            "hfkit + torch.compile + ClippedAdamW": (hfkit, "default", unmasked),
+            "hfkit + compile (CUDA graphs)": (hfkit, "reduce-overhead", unmasked),
         }
         results = {}
-        for label, (build, inputs) in variants.items():
+        for label, (library, mode, inputs) in variants.items():
             if "graphs" in label and name not in args.graphs.split(","):
                 continue
-            model = build().cuda()
-            ms, spread = time_steps(model, inputs, args.steps)
+            options = {"attn_implementation": "sdpa"} if library is transformers else {}
+            model = getattr(library, auto).from_pretrained(directory, **options)
+            if mode:
+                model = torch.compile(model, mode=None if mode == "default" else mode)
+            model = model.cuda()
+            ms, spread = time_steps(model, inputs, args.steps, clipped_adamw="ClippedAdamW" in label)
             if args.profile and label in ("hfkit", "hfkit + torch.compile"):
                 safe_label = re.sub(r"[^\w.-]+", "_", label)  # "hfkit + torch.compile" → hfkit_torch.compile
                 profile(model, inputs, Path(args.profile) / f"{name}-{safe_label}.txt")

@@ -1,4 +1,5 @@
-"""AdamW with weight decay on matrices only, and the warmup + decay learning-rate schedules."""
+"""AdamW with weight decay on matrices only, a compiled AdamW that clips as it steps, and the warmup + decay
+learning-rate schedules."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 from .config import TrainingConfig
 
@@ -19,6 +21,62 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     if not decay and not no_decay:
         raise ValueError("The model has no trainable parameters (all frozen); nothing to train.")
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class ClippedAdamW(torch.optim.AdamW):
+    """AdamW whose step first scales the gradients to a global L2 norm ≤ `max_grad_norm` (clip_grad_norm_'s
+    arithmetic), then drops them: one compiled function of torch's multi-tensor Adam arithmetic
+    (`torch.optim.adam.adam`) on this optimizer's own state, the clip's scale fused into the update.
+
+    Each gradient is read twice (the norm, the update) and never written, where clip_grad_norm_ and a fused AdamW
+    read it three times and write it twice. The lr is a tensor per group (the schedule fills it in place, so the step
+    never recompiles); the state is AdamW's (capturable: `step` on the device), so checkpoints load either way.
+    The Trainer does not take it yet: `benchmarks/train_gpu.py` times it against clip_grad_norm_ + fused AdamW.
+    """
+
+    def __init__(self, groups: list[dict], max_grad_norm: float | None, lr: float, **options):
+        device = groups[0]["params"][0].device
+        groups = [{**group, "lr": torch.tensor(group.get("lr", lr), device=device)} for group in groups]
+        super().__init__(groups, lr=lr, foreach=True, capturable=True, **options)
+        self.max_grad_norm = max_grad_norm
+        self._update = torch.compile(self._clip_and_update)
+
+    def step(self, closure=None):
+        if closure is not None:
+            raise ValueError("ClippedAdamW.step takes no closure.")
+        lists = []  # per group: (group, params, grads, exp_avgs, exp_avg_sqs, steps) of the parameters with a gradient
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            for param in params:
+                state = self.state[param]
+                if not state:  # AdamW's initial state, as its capturable step makes it
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                    state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            states = [self.state[p] for p in params]
+            lists.append((group, params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                          [s["exp_avg_sq"] for s in states], [s["step"] for s in states]))
+        with torch.no_grad():
+            self._update(lists)
+        for _, params, *_ in lists:
+            for param in params:
+                param.grad = None
+
+    def _clip_and_update(self, lists: list[tuple]) -> None:
+        coefficient = None
+        if self.max_grad_norm:
+            norms = [norm for _, _, grads, *_ in lists for norm in torch._foreach_norm(grads)]
+            total = torch.linalg.vector_norm(torch.stack(norms))
+            coefficient = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
+        for group, params, grads, exp_avgs, exp_avg_sqs, steps in lists:
+            if not params:
+                continue
+            if coefficient is not None:
+                grads = torch._foreach_mul(grads, coefficient)
+            adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=True, capturable=True,
+                                  decoupled_weight_decay=True, amsgrad=False, beta1=group["betas"][0],
+                                  beta2=group["betas"][1], lr=group["lr"], weight_decay=group["weight_decay"],
+                                  eps=group["eps"], maximize=False)
 
 
 def make_optimizer(model: nn.Module, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
