@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None):
             "hfkit + torch.compile": (hfkit, "default", unmasked),
             "hfkit + torch.compile + ClippedAdamW": (hfkit, "default", unmasked),
             "hfkit + compile (CUDA graphs)": (hfkit, "reduce-overhead", unmasked),
+            "hfkit + compile (CUDA graphs) + ClippedAdamW": (hfkit, "reduce-overhead", unmasked),
         }
         results = {}
         for label, (library, mode, inputs) in variants.items():
