@@ -5,7 +5,9 @@ torch.compile, one variant per `--variants` entry, each compiled afresh in this 
 `default`, `eager` (not compiled), `clip-in-adamw` (the clip's rescale done by the fused AdamW as it reads the
 gradients: `grad_scale`, the attribute GradScaler sets, divides them; the clip is then the norm alone),
 `clipped-adamw` (hfkit's ClippedAdamW: the clip and a multi-tensor AdamW update compiled as one function that
-never writes the clipped gradients) and inductor options KEY=VALUE.
+never writes the clipped gradients), `bf16-weights` (clipped-adamw, and the projections compute with bf16 shadows
+of float32 masters, `bf16_compute_weights`: no weight cast in forward, no gradient cast back) and inductor options
+KEY=VALUE.
 For each: the whole step, and its parts timed apart (forward + backward, clip, optimizer); `--profile` adds the
 GPU kernels of 3 steps grouped (GEMM, attention, inductor's fused kernels, optimizer and clip, other) and the GPU's
 idle gaps between kernels (each step synchronised, as the timing does).
@@ -26,7 +28,7 @@ import transformers
 import hfkit
 from hfkit.bench.timing import cuda_median_ms
 from hfkit.bench.train_gpu import batches, forward_backward, llama_config, train_step
-from hfkit.train.optim import ClippedAdamW, parameter_groups
+from hfkit.train.optim import ClippedAdamW, bf16_compute_weights, parameter_groups
 
 GROUPS = (("GEMM", ("nvjet", "gemm", "cutlass", "xmma")), ("attention", ("fmha", "flash", "cudnn", "attention")),
           ("optimizer / clip", ("multi_tensor", "foreach", "adam")), ("inductor fused", ("triton",)))
@@ -99,20 +101,22 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
     options = {k: {"True": True, "False": False}.get(v, v) for k, v in (w.split("=", 1) for w in words if "=" in w)}
     torch._dynamo.reset()
     model = hfkit.AutoModelForCausalLM.from_pretrained(directory).cuda()
+    shadows = bf16_compute_weights(model) if "bf16-weights" in words else None
+    clipped = "clipped-adamw" in words or shadows is not None
     if "eager" not in words:
         model = torch.compile(model, options=options or None)
     model.train()
     batch = iter(range(10 ** 9))
     next_batch = lambda: data[next(batch) % len(data)]
-    if "clipped-adamw" in words:
-        optimizer = ClippedAdamW(parameter_groups(model, 0.01), 1.0, lr=1e-5)
+    if clipped:
+        optimizer = ClippedAdamW(parameter_groups(model, 0.01, shadows), 1.0, lr=1e-5, shadows=shadows)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     step = lambda: (clip_in_adamw_step if fold else train_step)(model, next_batch(), optimizer)
     for _ in range(8):
         step()
     whole = cuda_median_ms(step, steps)
-    if "clipped-adamw" in words:
+    if clipped:
         fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward(model, next_batch())),
                             steps)
         print(f"{variant:40s} step {whole:7.2f} ms ({data[0]['input_ids'].numel() / whole:5.1f} k tok/s); "

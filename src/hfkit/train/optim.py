@@ -3,6 +3,7 @@ learning-rate schedules."""
 
 from __future__ import annotations
 
+import collections
 import math
 
 import torch
@@ -12,12 +13,15 @@ from torch.optim.adam import adam
 from .config import TrainingConfig
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Trainable parameters in two groups: matrices decay; biases and norm weights (every 1-D tensor) do not."""
+def parameter_groups(model: nn.Module, weight_decay: float,
+                     shadows: dict[torch.Tensor, nn.Parameter] | None = None) -> list[dict]:
+    """Trainable parameters in two groups: matrices decay; biases and norm weights (every 1-D tensor) do not.
+    With `shadows` (bf16_compute_weights), each bf16 shadow's float32 master stands in for it."""
+    master_of = {id(shadow): master for master, shadow in (shadows or {}).items()}
     decay, no_decay = [], []
     for param in model.parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
+            (decay if param.ndim >= 2 else no_decay).append(master_of.get(id(param), param))
     if not decay and not no_decay:
         raise ValueError("The model has no trainable parameters (all frozen); nothing to train.")
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -31,22 +35,26 @@ class ClippedAdamW(torch.optim.AdamW):
     Each gradient is read twice (the norm, the update) and never written, where clip_grad_norm_ and a fused AdamW
     read it three times and write it twice. The lr is a tensor per group (the schedule fills it in place, so the step
     never recompiles); the state is AdamW's (capturable: `step` on the device), so checkpoints load either way.
+    `shadows` maps a float32 master (the tensor optimised) to the bf16 parameter the model computes with
+    (`bf16_compute_weights`): its gradient is the master's, and it receives the updated master, cast, in the same pass.
     The Trainer does not take it yet: `benchmarks/train_gpu.py` times it against clip_grad_norm_ + fused AdamW.
     """
 
-    def __init__(self, groups: list[dict], max_grad_norm: float | None, lr: float, **options):
+    def __init__(self, groups: list[dict], max_grad_norm: float | None, lr: float,
+                 shadows: dict[torch.Tensor, torch.Tensor] | None = None, **options):
         device = groups[0]["params"][0].device
         groups = [{**group, "lr": torch.tensor(group.get("lr", lr), device=device)} for group in groups]
         super().__init__(groups, lr=lr, foreach=True, capturable=True, **options)
         self.max_grad_norm = max_grad_norm
+        self.shadows = shadows or {}
         self._update = torch.compile(self._clip_and_update)
 
     def step(self, closure=None):
         if closure is not None:
             raise ValueError("ClippedAdamW.step takes no closure.")
-        lists = []  # per group: (group, params, grads, exp_avgs, exp_avg_sqs, steps) of the parameters with a gradient
+        lists = []  # per group: (group, params, grads, exp_avgs, exp_avg_sqs, steps, shadows) where there is a gradient
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
+            params = [p for p in group["params"] if self.shadows.get(p, p).grad is not None]
             for param in params:
                 state = self.state[param]
                 if not state:  # AdamW's initial state, as its capturable step makes it
@@ -54,29 +62,53 @@ class ClippedAdamW(torch.optim.AdamW):
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             states = [self.state[p] for p in params]
-            lists.append((group, params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                          [s["exp_avg_sq"] for s in states], [s["step"] for s in states]))
+            holders = [self.shadows.get(p, p) for p in params]
+            lists.append((group, params, [h.grad for h in holders], [s["exp_avg"] for s in states],
+                          [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
+                          [(p, self.shadows[p]) for p in params if p in self.shadows]))
         with torch.no_grad():
             self._update(lists)
-        for _, params, *_ in lists:
+        for group, params, *_ in lists:
             for param in params:
-                param.grad = None
+                self.shadows.get(param, param).grad = None
 
     def _clip_and_update(self, lists: list[tuple]) -> None:
         coefficient = None
         if self.max_grad_norm:
-            norms = [norm for _, _, grads, *_ in lists for norm in torch._foreach_norm(grads)]
+            norms = [norm for _, _, grads, *_ in lists for norm in torch._foreach_norm(grads, 2, dtype=torch.float32)]
             total = torch.linalg.vector_norm(torch.stack(norms))
             coefficient = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
-        for group, params, grads, exp_avgs, exp_avg_sqs, steps in lists:
+        for group, params, grads, exp_avgs, exp_avg_sqs, steps, shadows in lists:
             if not params:
                 continue
+            grads = [g.float() for g in grads]  # a shadow's bf16 gradient, read as float32 inside the update
             if coefficient is not None:
                 grads = torch._foreach_mul(grads, coefficient)
             adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=True, capturable=True,
-                                  decoupled_weight_decay=True, amsgrad=False, beta1=group["betas"][0],
-                                  beta2=group["betas"][1], lr=group["lr"], weight_decay=group["weight_decay"],
-                                  eps=group["eps"], maximize=False)
+                 decoupled_weight_decay=True, amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1],
+                 lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
+            for master, shadow in shadows:
+                shadow.copy_(master)
+
+
+def bf16_compute_weights(model: nn.Module) -> dict[torch.Tensor, nn.Parameter]:
+    """Give each trainable nn.Linear weight that no other module shares a bf16 Parameter to compute with; return the
+    float32 masters (no longer module parameters) mapped to them, for ClippedAdamW's `shadows`.
+
+    Under bf16 autocast a product already runs on bf16(weight), so the forward is unchanged; the shadow saves the cast
+    in every forward and the float32 cast of every weight gradient. A gradient accumulated over micro-batches adds
+    in bf16, where autocast adds in float32.
+    """
+    uses = collections.Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    shadows = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        trainable = weight is not None and weight.requires_grad and weight.dtype == torch.float32
+        if type(module) is nn.Linear and trainable and uses[id(weight)] == 1:
+            master = weight.detach()
+            module.weight = nn.Parameter(master.to(torch.bfloat16))
+            shadows[master] = module.weight
+    return shadows
 
 
 def make_optimizer(model: nn.Module, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
