@@ -68,7 +68,7 @@ class ClippedAdamW(torch.optim.AdamW):
                           [(p, self.shadows[p]) for p in params if p in self.shadows]))
         with torch.no_grad():
             self._update(lists)
-        for group, params, *_ in lists:
+        for _, params, *_ in lists:
             for param in params:
                 self.shadows.get(param, param).grad = None
 
