@@ -4,6 +4,7 @@ learning-rate schedules."""
 from __future__ import annotations
 
 import collections
+import functools
 import math
 
 import torch
@@ -18,10 +19,14 @@ def parameter_groups(model: nn.Module, weight_decay: float,
     """Trainable parameters in two groups: matrices decay; biases and norm weights (every 1-D tensor) do not.
     With `shadows` (bf16_compute_weights), each bf16 shadow's float32 master stands in for it."""
     master_of = {id(shadow): master for master, shadow in (shadows or {}).items()}
-    decay, no_decay = [], []
+    decay, no_decay, seen = [], [], set()
     for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(master_of.get(id(param), param))
+        if not param.requires_grad:
+            continue
+        param = master_of.get(id(param), param)
+        if id(param) not in seen:  # a tied master is also a parameter of its own
+            seen.add(id(param))
+            (decay if param.ndim >= 2 else no_decay).append(param)
     if not decay and not no_decay:
         raise ValueError("The model has no trainable parameters (all frozen); nothing to train.")
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -36,7 +41,8 @@ class ClippedAdamW(torch.optim.AdamW):
     read it three times and write it twice. The lr is a tensor per group (the schedule fills it in place, so the step
     never recompiles); the state is AdamW's (capturable: `step` on the device), so checkpoints load either way.
     `shadows` maps a float32 master (the tensor optimised) to the bf16 parameter the model computes with
-    (`bf16_compute_weights`): its gradient is the master's, and it receives the updated master, cast, in the same pass.
+    (`bf16_compute_weights`): its gradient is (added to) the master's, and it receives the updated master, cast, in
+    the same pass.
     The Trainer does not take it yet: `benchmarks/train_gpu.py` times it against clip_grad_norm_ + fused AdamW.
     """
 
@@ -52,9 +58,10 @@ class ClippedAdamW(torch.optim.AdamW):
     def step(self, closure=None):
         if closure is not None:
             raise ValueError("ClippedAdamW.step takes no closure.")
-        lists = []  # per group: (group, params, grads, exp_avgs, exp_avg_sqs, steps, shadows) where there is a gradient
+        lists = []  # per group: (group, params, gradient parts, exp_avgs, exp_avg_sqs, steps, shadows)
         for group in self.param_groups:
-            params = [p for p in group["params"] if self.shadows.get(p, p).grad is not None]
+            parts = {p: self._gradient_parts(p) for p in group["params"]}
+            params = [p for p in group["params"] if parts[p]]
             for param in params:
                 state = self.state[param]
                 if not state:  # AdamW's initial state, as its capturable step makes it
@@ -62,26 +69,34 @@ class ClippedAdamW(torch.optim.AdamW):
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             states = [self.state[p] for p in params]
-            holders = [self.shadows.get(p, p) for p in params]
-            lists.append((group, params, [h.grad for h in holders], [s["exp_avg"] for s in states],
+            lists.append((group, params, [parts[p] for p in params], [s["exp_avg"] for s in states],
                           [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
                           [(p, self.shadows[p]) for p in params if p in self.shadows]))
         with torch.no_grad():
             self._update(lists)
         for _, params, *_ in lists:
             for param in params:
-                self.shadows.get(param, param).grad = None
+                param.grad = None
+                if param in self.shadows:
+                    self.shadows[param].grad = None
+
+    def _gradient_parts(self, param: torch.Tensor) -> list[torch.Tensor]:
+        """The gradients that add up to `param`'s: its own and its shadow's, where they exist."""
+        holders = (param, self.shadows[param]) if param in self.shadows else (param,)
+        return [holder.grad for holder in holders if holder.grad is not None]
 
     def _clip_and_update(self, lists: list[tuple]) -> None:
+        summed = []  # per group: the float32 gradients (a shadow's bf16 one read as float32 inside the update)
+        for _, _, parts, *_ in lists:
+            summed.append([functools.reduce(torch.add, [part.float() for part in each]) for each in parts])
         coefficient = None
         if self.max_grad_norm:
-            norms = [norm for _, _, grads, *_ in lists for norm in torch._foreach_norm(grads, 2, dtype=torch.float32)]
+            norms = [norm for grads in summed for norm in torch._foreach_norm(grads)]
             total = torch.linalg.vector_norm(torch.stack(norms))
             coefficient = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
-        for group, params, grads, exp_avgs, exp_avg_sqs, steps, shadows in lists:
+        for (group, params, _, exp_avgs, exp_avg_sqs, steps, shadows), grads in zip(lists, summed, strict=True):
             if not params:
                 continue
-            grads = [g.float() for g in grads]  # a shadow's bf16 gradient, read as float32 inside the update
             if coefficient is not None:
                 grads = torch._foreach_mul(grads, coefficient)
             adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=True, capturable=True,
@@ -92,22 +107,30 @@ class ClippedAdamW(torch.optim.AdamW):
 
 
 def bf16_compute_weights(model: nn.Module) -> dict[torch.Tensor, nn.Parameter]:
-    """Give each trainable nn.Linear weight that no other module shares a bf16 Parameter to compute with; return the
-    float32 masters (no longer module parameters) mapped to them, for ClippedAdamW's `shadows`.
+    """Give each trainable float32 nn.Linear weight a bf16 Parameter to compute with; return the float32 masters
+    mapped to them, for ClippedAdamW's `shadows` and parameter_groups.
 
-    Under bf16 autocast a product already runs on bf16(weight), so the forward is unchanged; the shadow saves the cast
-    in every forward and the float32 cast of every weight gradient. A gradient accumulated over micro-batches adds
-    in bf16, where autocast adds in float32.
+    A weight only the Linear uses becomes a plain tensor (the master). A head tied to an embedding gets its own
+    shadow while the embedding keeps the float32 weight for its lookup, that weight being the master: the two
+    gradients add up in the update. Under bf16 autocast a product already runs on bf16(weight), so the forward is
+    unchanged; the shadow saves the cast in every forward and the float32 cast of every weight gradient. A gradient
+    accumulated over micro-batches adds in bf16, where autocast adds in float32. Weights shared otherwise are left.
     """
     uses = collections.Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
+    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     shadows = {}
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        trainable = weight is not None and weight.requires_grad and weight.dtype == torch.float32
-        if type(module) is nn.Linear and trainable and uses[id(weight)] == 1:
+    for module in list(model.modules()):
+        weight = module.weight if type(module) is nn.Linear else None
+        if weight is None or not weight.requires_grad or weight.dtype != torch.float32:
+            continue
+        if uses[id(weight)] == 1:
             master = weight.detach()
-            module.weight = nn.Parameter(master.to(torch.bfloat16))
-            shadows[master] = module.weight
+        elif uses[id(weight)] == 2 and id(weight) in embedding_weights:
+            master = weight
+        else:
+            continue
+        module.weight = nn.Parameter(weight.detach().to(torch.bfloat16))
+        shadows[master] = module.weight
     return shadows
 
 
