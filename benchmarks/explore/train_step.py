@@ -2,9 +2,7 @@
 
 The step of `benchmarks/train_gpu.py` (B8 × S1024, bf16 autocast, clip 1.0, fused AdamW) on hfkit's model under
 torch.compile, one variant per `--variants` entry, each compiled afresh in this process: comma-separated words,
-`default`, `eager` (not compiled), `clip-in-adamw` (the clip's rescale done by the fused AdamW as it reads the
-gradients: `grad_scale`, the attribute GradScaler sets, divides them; the clip is then the norm alone),
-`clipped-adamw` (hfkit's ClippedAdamW: the clip and a multi-tensor AdamW update compiled as one function that
+`default`, `eager` (not compiled), `clipped-adamw` (hfkit's ClippedAdamW: the clip and a multi-tensor AdamW update compiled as one function that
 never writes the clipped gradients), `bf16-weights` (clipped-adamw, and the projections compute with bf16 shadows
 of float32 masters, `bf16_compute_weights`: no weight cast in forward, no gradient cast back) and inductor options
 KEY=VALUE.
@@ -79,25 +77,8 @@ def idle_gaps(prof, steps: int, top: int = 10) -> list[str]:
     return lines
 
 
-def norm_and_clip_scale(model, max_norm: float = 1.0) -> torch.Tensor:
-    """clip_grad_norm_'s norm and coefficient, as the divisor the fused AdamW's `grad_scale` takes: ≥ 1, on device."""
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-    return (norm + 1e-6).div(max_norm).clamp(min=1.0)  # 1 / clamp(max_norm / (norm + 1e-6), max=1)
-
-
-def clip_in_adamw_step(model, batch: dict, optimizer) -> None:
-    """train_step with the clip's rescale inside the fused AdamW."""
-    forward_backward(model, batch)
-    optimizer.grad_scale = norm_and_clip_scale(model)
-    optimizer.step()
-    del optimizer.grad_scale
-    optimizer.zero_grad(set_to_none=True)
-
-
 def run_variant(variant: str, directory: Path, data: list[dict], steps: int, profile: bool) -> None:
     words = variant.split(",")
-    fold = "clip-in-adamw" in words
     options = {k: {"True": True, "False": False}.get(v, v) for k, v in (w.split("=", 1) for w in words if "=" in w)}
     torch._dynamo.reset()
     model = hfkit.AutoModelForCausalLM.from_pretrained(directory).cuda()
@@ -112,7 +93,7 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
         optimizer = ClippedAdamW(parameter_groups(model, 0.01, shadows), 1.0, lr=1e-5, shadows=shadows)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
-    step = lambda: (clip_in_adamw_step if fold else train_step)(model, next_batch(), optimizer)
+    step = lambda: train_step(model, next_batch(), optimizer)
     for _ in range(8):
         step()
     whole = cuda_median_ms(step, steps)
@@ -125,13 +106,8 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
             print(kernel_groups(step), flush=True)
         return
     forward_backward(model, next_batch())
-    clip = cuda_median_ms(lambda: norm_and_clip_scale(model) if fold else torch.nn.utils.clip_grad_norm_(
-        model.parameters(), 1.0), steps)
-    if fold:
-        optimizer.grad_scale = norm_and_clip_scale(model)
+    clip = cuda_median_ms(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), steps)
     adamw = cuda_median_ms(optimizer.step, steps)
-    if fold:
-        del optimizer.grad_scale
     optimizer.zero_grad(set_to_none=True)
     fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward(model, next_batch())), steps)
     tokens = data[0]["input_ids"].numel()

@@ -76,14 +76,15 @@ class ClippedAdamW(torch.optim.AdamW):
             self._update(lists)
         for _, params, *_ in lists:
             for param in params:
-                param.grad = None
-                if param in self.shadows:
-                    self.shadows[param].grad = None
+                for holder in self._holders(param):
+                    holder.grad = None
+
+    def _holders(self, param: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The tensors whose gradients add up to `param`'s: itself and its shadow, if it has one."""
+        return (param, self.shadows[param]) if param in self.shadows else (param,)
 
     def _gradient_parts(self, param: torch.Tensor) -> list[torch.Tensor]:
-        """The gradients that add up to `param`'s: its own and its shadow's, where they exist."""
-        holders = (param, self.shadows[param]) if param in self.shadows else (param,)
-        return [holder.grad for holder in holders if holder.grad is not None]
+        return [holder.grad for holder in self._holders(param) if holder.grad is not None]
 
     def _clip_and_update(self, lists: list[tuple]) -> None:
         summed = []  # per group: the float32 gradients (a shadow's bf16 one read as float32 inside the update)
@@ -119,7 +120,7 @@ def bf16_compute_weights(model: nn.Module) -> dict[torch.Tensor, nn.Parameter]:
     uses = collections.Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
     embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     shadows = {}
-    for module in list(model.modules()):
+    for module in model.modules():
         weight = module.weight if type(module) is nn.Linear else None
         if weight is None or not weight.requires_grad or weight.dtype != torch.float32:
             continue
