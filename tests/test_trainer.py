@@ -51,7 +51,8 @@ def test_learns_a_synthetic_task(classifier_dir, tmp_path):
     assert exported.predict("I like to eat apple and cherry")[0]["label"] == "fruit"
 
 
-def run_losses(classifier_dir, out, stop_after: int | None = None, resume: bool = False) -> list[dict]:
+def run_losses(classifier_dir, out, stop_after: int | None = None, resume: bool = False,
+               optimizer: str = "adamw") -> list[dict]:
     """20 steps with dropout on and MLM-free data; `stop_after` interrupts once that step's checkpoint exists."""
     model = hfkit.AutoModelForSequenceClassification.from_pretrained(classifier_dir, hidden_dropout_prob=0.1)
 
@@ -60,7 +61,8 @@ def run_losses(classifier_dir, out, stop_after: int | None = None, resume: bool 
             raise KeyboardInterrupt
 
     config = hfkit.TrainingConfig(max_steps=20, lr=1e-3, batch_size=8, grad_accum=2, save_every=5, log_every=1,
-                                  warmup_steps=3, progress=False, output_dir=str(out), resume=resume, save_limit=1)
+                                  warmup_steps=3, progress=False, output_dir=str(out), resume=resume, save_limit=1,
+                                  optimizer=optimizer)
     trainer = hfkit.Trainer(model, config, train_data=topic_rows(100, seed=3), callbacks=[interrupt], device="cpu")
     try:
         trainer.fit()
@@ -111,6 +113,21 @@ def test_two_ddp_processes_equal_one_with_the_same_global_batch(classifier_dir, 
     start = load(classifier_dir).state_dict()
     assert max((ddp[k] - start[k]).abs().max() for k in start) > 1e-3  # the weights did move
     assert max((ddp[k] - single[k]).abs().max() for k in single) <= 1e-5
+
+
+def test_trainer_steps_clipped_adamw_like_adamw_and_resumes_it(classifier_dir, tmp_path):
+    """optimizer="clipped-adamw" (clipping inside its compiled step) follows the default clip + AdamW run, resumes
+    bit-identically, and a checkpoint is resumed only with the optimizer that wrote it."""
+    reference = run_losses(classifier_dir, tmp_path / "a")
+    full = run_losses(classifier_dir, tmp_path / "b", optimizer="clipped-adamw")
+    assert [r["step"] for r in full] == list(range(1, 21))
+    for ours, theirs in zip(full, reference, strict=True):
+        assert ours["loss"] == pytest.approx(theirs["loss"], rel=1e-5)
+    run_losses(classifier_dir, tmp_path / "c", stop_after=10, optimizer="clipped-adamw")
+    rest = run_losses(classifier_dir, tmp_path / "c", resume=True, optimizer="clipped-adamw")
+    assert [r["loss"] for r in rest] == [r["loss"] for r in full[10:]]
+    with pytest.raises(ConfigError, match="written with optimizer='clipped-adamw'"):
+        run_losses(classifier_dir, tmp_path / "c", resume=True)
 
 
 def test_weight_decay_skips_biases_and_norms(classifier_dir):
@@ -205,6 +222,10 @@ def test_bad_options_are_named():
         hfkit.TrainingConfig(precision="fp8")
     with pytest.raises(ConfigError, match="batch_size"):
         hfkit.TrainingConfig(batch_size=0)
+    with pytest.raises(ConfigError, match="GradScaler"):
+        hfkit.TrainingConfig(optimizer="clipped-adamw", precision="fp16")
+    with pytest.raises(ConfigError, match="Unknown optimizer"):
+        hfkit.TrainingConfig(optimizer="sgd")
     with pytest.raises(ConfigError, match="Unknown training option"):
         hfkit.TrainingConfig.from_dict({"learning_rate": 1e-3})
 

@@ -3,7 +3,7 @@
 Workloads (issue 7): bert-base sequence classification B32 × S128; Llama-3.2-1B-shaped causal LM B8 × S1024.
 Each implementation runs the same step on the same random batches — forward with labels, backward, clip,
 AdamW (fused), zero_grad — after warm-up; CUDA events around every step; the median step gives tokens/s. The
-ClippedAdamW row (a candidate for the Trainer) takes hfkit's compiled clip + AdamW update instead.
+ClippedAdamW rows take hfkit's compiled clip + AdamW update instead (TrainingConfig(optimizer="clipped-adamw")).
 `--trainer` also times hfkit's Trainer.fit end to end (tokenised rows → collation → step → logging) on a
 synthetic word-level tokenizer, from the tokens/s it logs (median of the log windows after the first).
 
@@ -134,10 +134,11 @@ def synthetic_rows(count: int, words: int, vocab_size: int, seed: int) -> list[d
     return [{"text": " ".join(f"w{i}" for i in row.tolist()), "label": int(bool((row < 105).any()))} for row in ids]
 
 
-def trainer_run(directory: Path, batch: int, steps: int, compile: bool | str, log_every: int = 10) -> dict:
+def trainer_run(directory: Path, batch: int, steps: int, compile: bool | str, log_every: int = 10,
+                optimizer: str = "adamw") -> dict:
     model = hfkit.AutoModelForSequenceClassification.from_pretrained(directory)
     config = hfkit.TrainingConfig(max_steps=steps, lr=3e-5, batch_size=batch, precision="bf16", compile=compile,
-                                  log_every=log_every, progress=False, max_length=128, seed=0)
+                                  log_every=log_every, progress=False, max_length=128, seed=0, optimizer=optimizer)
     trainer = hfkit.Trainer(model, config, synthetic_rows(batch * steps * trainer_world(), 130, 30522, seed=1))
     records = []
     trainer.callbacks.append(lambda t, record: records.append(record))
@@ -145,6 +146,9 @@ def trainer_run(directory: Path, batch: int, steps: int, compile: bool | str, lo
     rates = [r["tokens_per_s"] for r in records if "tokens_per_s" in r][1:]
     return {"tokens_per_s": statistics.median(rates), "losses": [h["loss"] for h in trainer.history],
             "rank": trainer.world.rank, "world": trainer.world.size}
+
+
+TRAINER_RUNS = ((False, "adamw"), (True, "adamw"), ("reduce-overhead", "adamw"), ("reduce-overhead", "clipped-adamw"))
 
 
 def trainer_world() -> int:
@@ -216,9 +220,10 @@ def main(argv: list[str] | None = None):
             torch.cuda.empty_cache()
         if name == "bert" and args.trainer:
             synthetic_tokenizer(directory, config.vocab_size)
-            for compile in (False, True, "reduce-overhead"):
-                rate = trainer_run(directory, batch, 120, compile)["tokens_per_s"]
+            for compile, optimizer in TRAINER_RUNS:
+                rate = trainer_run(directory, batch, 120, compile, optimizer=optimizer)["tokens_per_s"]
                 suffix = {False: "", True: " + compile", "reduce-overhead": " + compile (CUDA graphs)"}[compile]
+                suffix += " + ClippedAdamW" if optimizer == "clipped-adamw" else ""
                 rows.append((name, f"B{batch} × S{seq}", f"hfkit Trainer.fit{suffix}",
                              tokens / rate * 1000, rate, rate / results["transformers (sdpa)"], float("nan")))
                 print(rows[-1], flush=True)

@@ -13,6 +13,7 @@ from ..errors import ConfigError
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 SCHEDULES = ("linear", "cosine", "constant")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+OPTIMIZERS = ("adamw", "clipped-adamw")
 
 
 @dataclass
@@ -33,6 +34,7 @@ class TrainingConfig:
     max_grad_norm: float | None = 1.0
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
+    optimizer: str = "adamw"  # adamw: clip_grad_norm_, then AdamW (fused on CUDA) | clipped-adamw: one compiled step
     precision: str = "fp32"  # fp32 | bf16 | fp16 (with a GradScaler) | auto (bf16 on a CUDA device that has it)
     compile: bool | str = False  # torch.compile the model: True, or a mode ("reduce-overhead": CUDA graphs)
     pad_to_multiple_of: int | None = None  # pad batches to a multiple of this (fewer shapes to compile)
@@ -70,6 +72,11 @@ class TrainingConfig:
             raise ConfigError(f"Unknown precision {self.precision!r}; use one of {', '.join(PRECISIONS)}.")
         if self.compile not in (True, False, *COMPILE_MODES):
             raise ConfigError(f"Unknown compile {self.compile!r}; use true/false or a mode: {', '.join(COMPILE_MODES)}.")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"Unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}.")
+        if self.optimizer == "clipped-adamw" and self.precision == "fp16":
+            raise ConfigError("optimizer='clipped-adamw' cannot step through fp16's GradScaler; use precision='bf16' "
+                              "or optimizer='adamw'.")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"Unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}.")
         if self.resume and self.output_dir is None:

@@ -43,7 +43,7 @@ class ClippedAdamW(torch.optim.AdamW):
     `shadows` maps a float32 master (the tensor optimised) to the bf16 parameter the model computes with
     (`bf16_compute_weights`): its gradient is (added to) the master's, and it receives the updated master, cast, in
     the same pass.
-    The Trainer does not take it yet: `benchmarks/train_gpu.py` times it against clip_grad_norm_ + fused AdamW.
+    The Trainer takes it with `TrainingConfig(optimizer="clipped-adamw")`.
     """
 
     def __init__(self, groups: list[dict], max_grad_norm: float | None, lr: float,
@@ -136,7 +136,10 @@ def bf16_compute_weights(model: nn.Module) -> dict[torch.Tensor, nn.Parameter]:
 
 
 def make_optimizer(model: nn.Module, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW; the fused kernel on CUDA, the multi-tensor one elsewhere."""
+    """config.optimizer: ClippedAdamW, or AdamW (the fused kernel on CUDA, the multi-tensor one elsewhere)."""
+    if config.optimizer == "clipped-adamw":
+        return ClippedAdamW(parameter_groups(model, config.weight_decay), config.max_grad_norm, lr=config.lr,
+                            betas=config.adam_betas, eps=config.adam_eps)
     fused = device.type == "cuda"
     return torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=config.lr, betas=config.adam_betas,
                              eps=config.adam_eps, fused=fused or None, foreach=None if fused else True)

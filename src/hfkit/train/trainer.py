@@ -34,7 +34,7 @@ from .config import TrainingConfig
 from .data import load_rows
 from .distributed import setup_world, wrap
 from .evaluation import evaluate
-from .optim import make_optimizer, make_scheduler
+from .optim import ClippedAdamW, make_optimizer, make_scheduler
 from .runlog import RunLog
 from .sampling import batch_indices
 
@@ -130,7 +130,7 @@ class Trainer:
         optimizer = make_optimizer(self.model, cfg, world.device)
         scheduler = make_scheduler(optimizer, cfg, total)
         scaler = torch.amp.GradScaler(world.device.type) if self.precision == "fp16" else None
-        state = {"step": 0, "epoch": 0, "batch": 0, "best_metric": None, "best_step": None}
+        state = {"step": 0, "epoch": 0, "batch": 0, "best_metric": None, "best_step": None, "optimizer": cfg.optimizer}
         state.update(self._resume(optimizer, scheduler, scaler))
         model = wrap(self.model, world)
         runner = self._compiled(model)
@@ -200,7 +200,7 @@ class Trainer:
     def _step(self, optimizer, scheduler, scaler) -> None:
         if scaler is not None:
             scaler.unscale_(optimizer)
-        if self.config.max_grad_norm:
+        if self.config.max_grad_norm and not isinstance(optimizer, ClippedAdamW):  # that one clips as it steps
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.max_grad_norm)
         if scaler is not None:
             scaler.step(optimizer)
@@ -218,7 +218,7 @@ class Trainer:
         for offset, value in enumerate(step_losses):
             self.history.append({"step": first + offset, "loss": value})
         record = {"step": state["step"], "epoch": state["epoch"], "loss": sum(step_losses) / len(step_losses),
-                  "lr": scheduler.get_last_lr()[0], "tokens_per_s": tokens / max(seconds, 1e-9)}
+                  "lr": float(scheduler.get_last_lr()[0]), "tokens_per_s": tokens / max(seconds, 1e-9)}
         self._emit(log, record)
 
     def _emit(self, log: RunLog, record: dict[str, Any]) -> None:
@@ -289,6 +289,11 @@ class Trainer:
                               "pass resume=True to continue it, or choose another output_dir.")
         if not found:
             return {}
+        saved_state = json.loads((found[-1] / "trainer_state.json").read_text(encoding="utf-8"))
+        written_by = saved_state.get("optimizer", "adamw")
+        if written_by != self.config.optimizer:  # their states keep the lr differently (a number, a tensor)
+            raise ConfigError(f"{found[-1]} was written with optimizer={written_by!r}; resume it with that optimizer "
+                              f"(this run has {self.config.optimizer!r}).")
         return load_checkpoint(found[-1], self.world, self.model, optimizer, scheduler, scaler, self.generator)
 
     def _finish(self, state) -> None:
