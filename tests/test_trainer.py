@@ -15,13 +15,11 @@ import hfkit
 from hfkit.errors import ConfigError
 from hfkit.train.optim import (
     ClippedAdamW,
-    bf16_compute_weights,
     lr_factor,
     make_optimizer,
     parameter_groups,
 )
 
-from .parity.test_decoder_matrix import build
 from .train_fixtures import ID2LABEL, tiny_bert, topic_rows
 
 
@@ -181,34 +179,6 @@ def test_clipped_adamw_steps_like_clip_grad_norm_and_adamw():
     step(resumed, resumed_optimizer, None, x)
     for mine, theirs in zip(ours.parameters(), resumed.parameters(), strict=True):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
-
-
-def test_bf16_compute_weights_train_like_autocast_over_float32_weights(tmp_path):
-    """bf16 shadows of a Llama's projections and tied head (float32 masters in ClippedAdamW) take autocast's steps
-    bit for bit (one micro-batch a step): the same bf16 products, the same gradients, the embedding's lookup in
-    float32 on the master."""
-    _, model = build(tmp_path, "llama", tie_word_embeddings=True)
-    model.train()
-    shadowed = copy.deepcopy(model)
-    shadows = bf16_compute_weights(shadowed)
-    assert len(shadows) == 7 * model.config.num_hidden_layers + 1  # q k v o gate up down, and the tied head
-    assert shadowed.lm_head.weight.dtype == torch.bfloat16 and shadowed.model.embed_tokens.weight in shadows
-    optimizers = [ClippedAdamW(parameter_groups(model, 0.01), 0.5, lr=1e-3),
-                  ClippedAdamW(parameter_groups(shadowed, 0.01, shadows), 0.5, lr=1e-3, shadows=shadows)]
-    assert [len(g["params"]) for g in optimizers[0].param_groups] == [len(g["params"]) for g in
-                                                                       optimizers[1].param_groups]
-    gen = torch.Generator().manual_seed(1)
-    for _ in range(3):
-        ids = torch.randint(3, 99, (2, 16), generator=gen)
-        for each, optimizer in zip((model, shadowed), optimizers, strict=True):
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                each(input_ids=ids, labels=ids).loss.backward()
-            optimizer.step()
-        master_of = {id(shadow): master for master, shadow in shadows.items()}
-        theirs = dict(shadowed.named_parameters(remove_duplicate=False))
-        for name, plain in model.named_parameters(remove_duplicate=False):
-            assert torch.equal(plain, master_of.get(id(theirs[name]), theirs[name])), name
-            assert torch.equal(plain.to(theirs[name].dtype), theirs[name]), name
 
 
 def test_schedules():

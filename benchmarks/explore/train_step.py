@@ -2,10 +2,9 @@
 
 The step of `benchmarks/train_gpu.py` (B8 × S1024, bf16 autocast, clip 1.0, fused AdamW) on hfkit's model under
 torch.compile, one variant per `--variants` entry, each compiled afresh in this process: comma-separated words,
-`default`, `eager` (not compiled), `clipped-adamw` (hfkit's ClippedAdamW: the clip and a multi-tensor AdamW update compiled as one function that
-never writes the clipped gradients), `bf16-weights` (clipped-adamw, and the projections compute with bf16 shadows
-of float32 masters, `bf16_compute_weights`: no weight cast in forward, no gradient cast back) and inductor options
-KEY=VALUE.
+`default`, `eager` (not compiled), `clipped-adamw` (hfkit's ClippedAdamW: the clip's scale fused into a compiled
+multi-tensor AdamW update that never writes the clipped gradients) and inductor options KEY=VALUE. (A `bf16-weights` variant, bf16 shadows of
+float32 masters updated inside ClippedAdamW, measured 1 % faster on 2026-12-07 and was removed: RESULTS.md.)
 For each: the whole step, and its parts timed apart (forward + backward, clip, optimizer); `--profile` adds the
 GPU kernels of 3 steps grouped (GEMM, attention, inductor's fused kernels, optimizer and clip, other) and the GPU's
 idle gaps between kernels (each step synchronised, as the timing does).
@@ -26,7 +25,7 @@ import transformers
 import hfkit
 from hfkit.bench.timing import cuda_median_ms
 from hfkit.bench.train_gpu import batches, forward_backward, llama_config, train_step
-from hfkit.train.optim import ClippedAdamW, bf16_compute_weights, parameter_groups
+from hfkit.train.optim import ClippedAdamW, parameter_groups
 
 GROUPS = (("GEMM", ("nvjet", "gemm", "cutlass", "xmma")), ("attention", ("fmha", "flash", "cudnn", "attention")),
           ("optimizer / clip", ("multi_tensor", "foreach", "adam")), ("inductor fused", ("triton",)))
@@ -82,15 +81,14 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
     options = {k: {"True": True, "False": False}.get(v, v) for k, v in (w.split("=", 1) for w in words if "=" in w)}
     torch._dynamo.reset()
     model = hfkit.AutoModelForCausalLM.from_pretrained(directory).cuda()
-    shadows = bf16_compute_weights(model) if "bf16-weights" in words else None
-    clipped = "clipped-adamw" in words or shadows is not None
+    clipped = "clipped-adamw" in words
     if "eager" not in words:
         model = torch.compile(model, options=options or None)
     model.train()
     batch = iter(range(10 ** 9))
     next_batch = lambda: data[next(batch) % len(data)]
     if clipped:
-        optimizer = ClippedAdamW(parameter_groups(model, 0.01, shadows), 1.0, lr=1e-5, shadows=shadows)
+        optimizer = ClippedAdamW(parameter_groups(model, 0.01), 1.0, lr=1e-5)
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
     step = lambda: train_step(model, next_batch(), optimizer)

@@ -3,8 +3,6 @@ learning-rate schedules."""
 
 from __future__ import annotations
 
-import collections
-import functools
 import math
 
 import torch
@@ -14,18 +12,11 @@ from torch.optim.adam import adam
 from .config import TrainingConfig
 
 
-def parameter_groups(model: nn.Module, weight_decay: float,
-                     shadows: dict[torch.Tensor, nn.Parameter] | None = None) -> list[dict]:
-    """Trainable parameters in two groups: matrices decay; biases and norm weights (every 1-D tensor) do not.
-    With `shadows` (bf16_compute_weights), each bf16 shadow's float32 master stands in for it."""
-    master_of = {id(shadow): master for master, shadow in (shadows or {}).items()}
-    decay, no_decay, seen = [], [], set()
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Trainable parameters in two groups: matrices decay; biases and norm weights (every 1-D tensor) do not."""
+    decay, no_decay = [], []
     for param in model.parameters():
-        if not param.requires_grad:
-            continue
-        param = master_of.get(id(param), param)
-        if id(param) not in seen:  # a tied master is also a parameter of its own
-            seen.add(id(param))
+        if param.requires_grad:
             (decay if param.ndim >= 2 else no_decay).append(param)
     if not decay and not no_decay:
         raise ValueError("The model has no trainable parameters (all frozen); nothing to train.")
@@ -34,34 +25,30 @@ def parameter_groups(model: nn.Module, weight_decay: float,
 
 class ClippedAdamW(torch.optim.AdamW):
     """AdamW whose step first scales the gradients to a global L2 norm ≤ `max_grad_norm` (clip_grad_norm_'s
-    arithmetic), then drops them: one compiled function of torch's multi-tensor Adam arithmetic
-    (`torch.optim.adam.adam`) on this optimizer's own state, the clip's scale fused into the update.
+    arithmetic: the same total norm, the same coefficient), then drops them. The update is one compiled function of
+    torch's multi-tensor Adam arithmetic (`torch.optim.adam.adam`) on this optimizer's own state, the clip's scale
+    fused into it.
 
     Each gradient is read twice (the norm, the update) and never written, where clip_grad_norm_ and a fused AdamW
     read it three times and write it twice. The lr is a tensor per group (the schedule fills it in place, so the step
     never recompiles); the state is AdamW's (capturable: `step` on the device), so checkpoints load either way.
-    `shadows` maps a float32 master (the tensor optimised) to the bf16 parameter the model computes with
-    (`bf16_compute_weights`): its gradient is (added to) the master's, and it receives the updated master, cast, in
-    the same pass.
-    The Trainer takes it with `TrainingConfig(optimizer="clipped-adamw")`.
+    The Trainer takes it with `TrainingConfig(optimizer="clipped-adamw")`: it pays where the optimizer's memory
+    traffic outweighs its kernel launches (a 1B-parameter model), not on a small model (benchmarks/RESULTS.md).
     """
 
-    def __init__(self, groups: list[dict], max_grad_norm: float | None, lr: float,
-                 shadows: dict[torch.Tensor, torch.Tensor] | None = None, **options):
+    def __init__(self, groups: list[dict], max_grad_norm: float | None, lr: float, **options):
         device = groups[0]["params"][0].device
         groups = [{**group, "lr": torch.tensor(group.get("lr", lr), device=device)} for group in groups]
         super().__init__(groups, lr=lr, foreach=True, capturable=True, **options)
         self.max_grad_norm = max_grad_norm
-        self.shadows = shadows or {}
-        self._update = torch.compile(self._clip_and_update)
+        self._update = torch.compile(self._scaled_update)
 
     def step(self, closure=None):
         if closure is not None:
             raise ValueError("ClippedAdamW.step takes no closure.")
-        lists = []  # per group: (group, params, gradient parts, exp_avgs, exp_avg_sqs, steps, shadows)
+        lists = []  # per group: (group, params, grads, exp_avgs, exp_avg_sqs, steps)
         for group in self.param_groups:
-            parts = {p: self._gradient_parts(p) for p in group["params"]}
-            params = [p for p in group["params"] if parts[p]]
+            params = [p for p in group["params"] if p.grad is not None]
             for param in params:
                 state = self.state[param]
                 if not state:  # AdamW's initial state, as its capturable step makes it
@@ -69,33 +56,21 @@ class ClippedAdamW(torch.optim.AdamW):
                     state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
             states = [self.state[p] for p in params]
-            lists.append((group, params, [parts[p] for p in params], [s["exp_avg"] for s in states],
-                          [s["exp_avg_sq"] for s in states], [s["step"] for s in states],
-                          [(p, self.shadows[p]) for p in params if p in self.shadows]))
+            lists.append((group, params, [p.grad for p in params], [s["exp_avg"] for s in states],
+                          [s["exp_avg_sq"] for s in states], [s["step"] for s in states]))
         with torch.no_grad():
-            self._update(lists)
+            coefficient = None
+            if self.max_grad_norm:  # eager, as clip_grad_norm_: one multi-tensor launch, not a kernel per tensor
+                total = torch.nn.utils.get_total_norm([g for _, _, grads, *_ in lists for g in grads], foreach=True)
+                coefficient = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
+            self._update(lists, coefficient)
         for _, params, *_ in lists:
             for param in params:
-                for holder in self._holders(param):
-                    holder.grad = None
+                param.grad = None
 
-    def _holders(self, param: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The tensors whose gradients add up to `param`'s: itself and its shadow, if it has one."""
-        return (param, self.shadows[param]) if param in self.shadows else (param,)
-
-    def _gradient_parts(self, param: torch.Tensor) -> list[torch.Tensor]:
-        return [holder.grad for holder in self._holders(param) if holder.grad is not None]
-
-    def _clip_and_update(self, lists: list[tuple]) -> None:
-        summed = []  # per group: the float32 gradients (a shadow's bf16 one read as float32 inside the update)
-        for _, _, parts, *_ in lists:
-            summed.append([functools.reduce(torch.add, [part.float() for part in each]) for each in parts])
-        coefficient = None
-        if self.max_grad_norm:
-            norms = [norm for grads in summed for norm in torch._foreach_norm(grads)]
-            total = torch.linalg.vector_norm(torch.stack(norms))
-            coefficient = torch.clamp(self.max_grad_norm / (total + 1e-6), max=1.0)
-        for (group, params, _, exp_avgs, exp_avg_sqs, steps, shadows), grads in zip(lists, summed, strict=True):
+    @staticmethod
+    def _scaled_update(lists: list[tuple], coefficient: torch.Tensor | None) -> None:
+        for group, params, grads, exp_avgs, exp_avg_sqs, steps in lists:
             if not params:
                 continue
             if coefficient is not None:
@@ -103,36 +78,6 @@ class ClippedAdamW(torch.optim.AdamW):
             adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=True, capturable=True,
                  decoupled_weight_decay=True, amsgrad=False, beta1=group["betas"][0], beta2=group["betas"][1],
                  lr=group["lr"], weight_decay=group["weight_decay"], eps=group["eps"], maximize=False)
-            for master, shadow in shadows:
-                shadow.copy_(master)
-
-
-def bf16_compute_weights(model: nn.Module) -> dict[torch.Tensor, nn.Parameter]:
-    """Give each trainable float32 nn.Linear weight a bf16 Parameter to compute with; return the float32 masters
-    mapped to them, for ClippedAdamW's `shadows` and parameter_groups.
-
-    A weight only the Linear uses becomes a plain tensor (the master). A head tied to an embedding gets its own
-    shadow while the embedding keeps the float32 weight for its lookup, that weight being the master: the two
-    gradients add up in the update. Under bf16 autocast a product already runs on bf16(weight), so the forward is
-    unchanged; the shadow saves the cast in every forward and the float32 cast of every weight gradient. A gradient
-    accumulated over micro-batches adds in bf16, where autocast adds in float32. Weights shared otherwise are left.
-    """
-    uses = collections.Counter(id(p) for _, p in model.named_parameters(remove_duplicate=False))
-    embedding_weights = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    shadows = {}
-    for module in model.modules():
-        weight = module.weight if type(module) is nn.Linear else None
-        if weight is None or not weight.requires_grad or weight.dtype != torch.float32:
-            continue
-        if uses[id(weight)] == 1:
-            master = weight.detach()
-        elif uses[id(weight)] == 2 and id(weight) in embedding_weights:
-            master = weight
-        else:
-            continue
-        module.weight = nn.Parameter(weight.detach().to(torch.bfloat16))
-        shadows[master] = module.weight
-    return shadows
 
 
 def make_optimizer(model: nn.Module, config: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
