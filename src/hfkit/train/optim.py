@@ -41,7 +41,9 @@ class ClippedAdamW(torch.optim.AdamW):
         groups = [{**group, "lr": torch.tensor(group.get("lr", lr), device=device)} for group in groups]
         super().__init__(groups, lr=lr, foreach=True, capturable=True, **options)
         self.max_grad_norm = max_grad_norm
-        self._update = torch.compile(self._scaled_update)
+        # dynamo's guards already check every tensor's size and stride; inductor's own assert per input (~1,000 for
+        # bert's 201 parameters: each one's grad and state) cost 1.4 ms of host a step (CPU: 6.5 → 5.1 ms, same steps)
+        self._update = torch.compile(self._scaled_update, options={"size_asserts": False})
 
     def step(self, closure=None):
         if closure is not None:
