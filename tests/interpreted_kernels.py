@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hfkit.models.decoder import RMSNorm
 from hfkit.nn import decode_attention, matvec, window_attention
 from hfkit.nn.activations import gelu_tanh
 from hfkit.nn.attention import PackedBatch, packed_attention
@@ -86,6 +87,36 @@ def check_float_kernels() -> None:
         assert matvec.glu_linear(torch.randn(1, 8), linear, linear, torch.relu) is None  # no kernel activation
 
 
+def check_norm_and_residual() -> None:
+    """The RMSNorm prologue and the residual epilogue: `linears` (q | k | v, biases) and `glu_linear` of
+    x / rms(x) · g, plus r, against float64 (float32 layers) or against the torch path's own roundings (bf16)."""
+    gen = torch.Generator().manual_seed(5)
+    torch.manual_seed(5)
+    for dtype in (torch.float32, torch.bfloat16):
+        norm = RMSNorm(96, 1e-5).to(dtype)
+        layers = [nn.Linear(96, n).to(dtype) for n in (16, 8, 8)]
+        gate, up = nn.Linear(96, 40).to(dtype), nn.Linear(96, 40).to(dtype)
+        with torch.no_grad():
+            norm.weight.copy_(torch.rand(96, generator=gen) + 0.5)
+            x = (3 * torch.randn(3, 1, 96, generator=gen)).to(dtype)
+            r = torch.randn(3, 1, 32, generator=gen).to(dtype)
+            out = matvec.linears(x, layers, (norm.weight, norm.eps), residual=r)
+            glu = matvec.glu_linear(x, gate, up, F.silu, (norm.weight, norm.eps))
+            exact = dtype == torch.float32
+            h = norm.double()(x.double()) if exact else norm(x)  # bf16: the torch path, rounding as it does
+            ref = r.double() + torch.cat([F.linear(h.double(), layer.weight.double(), layer.bias.double())
+                                          for layer in layers], dim=-1)
+            ref_glu = F.silu(gate.double()(h.double())) * up.double()(h.double())
+        # bf16: each of the norm's two roundings and the sum's truncates under the interpreter (float32 → bf16),
+        # where torch rounds to nearest; with truncation emulated in torch the kernel agreed bit for bit (2026-12-07)
+        bound = 1e-6 if exact else 3 * torch.finfo(dtype).eps
+        for y, truth in ((out, ref), (glu, ref_glu)):
+            error = ((y.double() - truth).norm() / truth.norm()).item()
+            assert y.dtype == dtype and y.shape == truth.shape and error < bound, (dtype, error)
+    with torch.no_grad():
+        assert matvec.linears(x, layers, (norm.weight.float(), norm.eps)) is None  # a gain of another dtype
+
+
 def check_decode_attention() -> None:
     """One query position against a cache: grouped, multi-head, masked and not, head sizes 32–96, against float64
     SDPA on the repeated keys and values; a query that sees no key gets zeros."""
@@ -139,7 +170,7 @@ def check_decoders(tmp: Path) -> None:
     left-padded): the same and Phi-3 (fused projections). The interpreter runs a launch's programs one by one in
     Python (~40 ms each on a 2-core EPYC), so these run 32 weight rows a program; the GPU's 1–2 rows a program are
     checked above (check_kernels, check_float_kernels) and by the CUDA tests."""
-    gpu_config = matvec.config_for
+    gpu_config, launch = matvec.config_for, matvec._launch
     matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}
     try:
         for family in ("llama", "gemma", "qwen2"):
@@ -148,8 +179,18 @@ def check_decoders(tmp: Path) -> None:
         for family in ("llama", "gemma", "qwen2", "phi3"):
             _, model = build(tmp / f"float-{family}", family)
             step_matches_torch_path(model, family, left_padded=True)
+        matvec.FUSED_NORMS = True  # the layers' RMSNorms and residual additions inside the kernels
+        launches, layers = [], 0  # (norm, residual) of each launch; the layers stepped
+        matvec._launch = lambda *args: launches.append((*args[6:], None, None)[:2]) or launch(*args)
+        for family in ("llama", "qwen2"):
+            _, model = build(tmp / f"float-{family}", family)
+            step_matches_torch_path(model, f"{family}, fused norms", left_padded=True)
+            layers += model.config.num_hidden_layers
+        norms, residuals = (sum(part is not None for part in parts) for parts in zip(*launches, strict=True))
+        assert norms == residuals == 2 * layers, (norms, residuals, layers)  # q | k | v and gate | up; o and down
     finally:
-        matvec.config_for = gpu_config
+        matvec.config_for, matvec._launch = gpu_config, launch
+        matvec.FUSED_NORMS = False
 
 
 def check_window_attention(tmp: Path) -> None:
@@ -189,8 +230,10 @@ if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
     assert decode_attention.ENABLED  # on by default (measured on an H100)
     assert window_attention.ENABLED  # on by default (measured on an H100)
+    assert not matvec.FUSED_NORMS  # off until measured on a GPU
     check_kernels()
     check_float_kernels()
+    check_norm_and_residual()
     check_decode_attention()
     with tempfile.TemporaryDirectory() as tmp:
         check_decoders(Path(tmp))

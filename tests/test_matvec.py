@@ -94,6 +94,42 @@ def test_cuda_float_layers_against_float64(dtype, rows):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_cuda_norm_prologue_and_residual_against_the_torch_path(dtype, tmp_path, monkeypatch):
+    """Llama-1B's widths: q | k | v of x / rms(x) · g plus a residual, and gate | up of it, against the torch path
+    (RMSNorm, the products, the addition) in float64 after its own roundings; then a tiny Llama's compiled static
+    decode gives the same tokens with the norms in the kernels (matvec.FUSED_NORMS) as without."""
+    from hfkit.generation import generate_tokens
+    from hfkit.models.decoder import RMSNorm
+
+    from .parity.test_decoder_matrix import build, left_padded
+
+    torch.manual_seed(0)
+    make = lambda n: torch.nn.Linear(2048, n, bias=False, device="cuda", dtype=dtype)
+    norm = RMSNorm(2048, 1e-5).to("cuda", dtype)
+    layers, gate, up = [make(2048), make(512), make(512)], make(8192), make(8192)
+    tolerance = 4e-3 if dtype == torch.bfloat16 else 1e-5
+    with torch.no_grad():
+        norm.weight.copy_(torch.rand(2048, device="cuda") + 0.5)
+        x = 3 * torch.randn(1, 1, 2048, device="cuda", dtype=dtype)
+        r = torch.randn(1, 1, 3072, device="cuda", dtype=dtype)
+        h = norm(x).double()
+        ref = r.double() + torch.cat([F.linear(h, m.weight.double()) for m in layers], dim=-1)
+        out = matvec.linears(x, layers, (norm.weight, norm.eps), residual=r)
+        assert out.dtype == dtype and ((out.double() - ref).norm() / ref.norm()).item() < tolerance
+        ref = F.silu(F.linear(h, gate.weight.double())) * F.linear(h, up.weight.double())
+        out = matvec.glu_linear(x, gate, up, F.silu, (norm.weight, norm.eps))
+        assert ((out.double() - ref).norm() / ref.norm()).item() < tolerance
+    _, ours = build(tmp_path, "llama")
+    ours = ours.cuda()
+    ids, mask = (t.cuda() for t in left_padded())
+    plain = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True)
+    monkeypatch.setattr(matvec, "FUSED_NORMS", True)
+    torch._dynamo.reset()
+    assert torch.equal(generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True), plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("B, nh, nkv, S, D", [(1, 32, 8, 384, 64), (3, 8, 8, 77, 128), (2, 8, 4, 2048, 256)])
 def test_cuda_decode_attention_against_float64(dtype, B, nh, nkv, S, D, monkeypatch):

@@ -1,6 +1,7 @@
 """Greedy decode throughput on one CUDA GPU: a Llama-3.2-1B-shaped model (random init, bf16), batch 1, 128-token
-prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, and
-static + compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
+prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, static +
+compiled with the layers' norms and residual additions inside the matvec kernels (matvec.FUSED_NORMS, a candidate),
+and static + compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
 synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph
@@ -22,6 +23,7 @@ import transformers
 
 import hfkit
 from hfkit.generation import generate_tokens
+from hfkit.nn import matvec
 from hfkit.nn.quantize import quantize_weights_int8
 
 
@@ -61,6 +63,7 @@ def main(argv: list[str] | None = None):
         reference.save_pretrained(tmp)
         ours = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
         ours_int8 = quantize_weights_int8(hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda"))
+        ours_fused = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
     reference = reference.cuda().eval()
     ids = torch.randint(5, config.vocab_size - 1, (1, args.prompt), generator=torch.Generator().manual_seed(1)).cuda()
     mask = torch.ones_like(ids)
@@ -72,12 +75,20 @@ def main(argv: list[str] | None = None):
     def ours_(cache, compile=False, model=ours):
         return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=None, cache=cache, compile=compile)
 
+    def fused_norms(n):  # the layers' RMSNorms and residual additions inside the matvec kernels (a candidate)
+        matvec.FUSED_NORMS = True
+        try:
+            return ours_("static", True, ours_fused)(n)
+        finally:
+            matvec.FUSED_NORMS = False
+
     variants = {
         "transformers, dynamic cache": hf("dynamic"),
         "transformers, static cache (cache_implementation='static')": hf("static"),
         "hfkit, dynamic cache": ours_("dynamic"),
         "hfkit, static cache": ours_("static"),
         "hfkit, static cache + compile (reduce-overhead)": ours_("static", True),
+        "hfkit, static cache + compile + fused norms (matvec.FUSED_NORMS)": fused_norms,
         "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
     if args.only:

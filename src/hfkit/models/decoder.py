@@ -171,6 +171,11 @@ class OneplusRMSNorm(nn.Module):
         return (h * (1.0 + self.weight.float())).to(x.dtype)
 
 
+def kernel_norm(norm: nn.Module | None) -> tuple[torch.Tensor, float] | None:
+    """`norm` as the matvec kernels' prologue takes it, (weight, eps): an RMSNorm while matvec.FUSED_NORMS is on."""
+    return (norm.weight, norm.eps) if matvec.FUSED_NORMS and type(norm) is RMSNorm else None
+
+
 NORMS: dict[NormKind, type[nn.Module]] = {NormKind.RMS: RMSNorm, NormKind.ONE_PLUS: OneplusRMSNorm, NormKind.LAYER: nn.LayerNorm}
 
 
@@ -230,11 +235,17 @@ class Attention(nn.Module):
             self.qkv_proj = stack([self.q_proj, self.k_proj, self.v_proj])
             del self.q_proj, self.k_proj, self.v_proj
 
-    def forward(self, x, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor:  # (B, T, H)
+    def forward(self, x, rope, mask, cache: KVCache | None, layer: int, norm: nn.Module | None = None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:  # (B, T, H)
+        """The attention output of norm(x) (x itself without `norm`), plus `residual` when given."""
         B, T, _ = x.shape
         heads = lambda t: t.view(B, T, -1, self.head_dim)  # (B, T, n, D)
         projections = [self.qkv_proj] if self.qkv_proj is not None else [self.q_proj, self.k_proj, self.v_proj]
-        qkv = matvec.linears(x, projections)  # a decode step's rows: one kernel for q | k | v
+        prologue = kernel_norm(norm)
+        qkv = matvec.linears(x, projections, prologue) if prologue is not None else None  # the norm in the kernel
+        if qkv is None:
+            x = x if norm is None else norm(x)
+            qkv = matvec.linears(x, projections)  # a decode step's rows: one kernel for q | k | v
         if qkv is None and self.qkv_proj is None:
             q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         else:
@@ -251,7 +262,7 @@ class Attention(nn.Module):
             a = softcapped_attention(q, k, v, mask, self.softcap, self.scale, dropout_p=p)  # (B, nh, T, D)
         else:
             a = grouped_attention(q, k, v, mask, dropout_p=p, scale=self.scale)  # (B, nh, T, D)
-        return matvec.linear(self.o_proj, a.transpose(1, 2).reshape(B, T, -1))
+        return matvec.linear(self.o_proj, a.transpose(1, 2).reshape(B, T, -1), residual)
 
 
 def partial_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -288,10 +299,18 @@ class MLP(nn.Module):
             self.proj_in = stack([self.gate_proj, self.up_proj])
             del self.gate_proj, self.up_proj
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return matvec.linear(self.proj_out, self.activated(x))
+    def forward(self, x: torch.Tensor, norm: nn.Module | None = None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """The MLP of norm(x) (x itself without `norm`), plus `residual` when given."""
+        return matvec.linear(self.proj_out, self.activated(x, norm), residual)
 
-    def activated(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H) → (B, T, I)
+    def activated(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:  # (B, T, H) → (B, T, I)
+        prologue = kernel_norm(norm) if self.proj_in is None else None
+        if prologue is not None:
+            h = matvec.glu_linear(x, self.gate_proj, self.up_proj, self.act, prologue)  # the norm in the kernel
+            if h is not None:
+                return h
+        x = x if norm is None else norm(x)
         if self.proj_in is None:
             h = matvec.glu_linear(x, self.gate_proj, self.up_proj, self.act)  # a decode step's rows: one kernel
             return self.act(self.gate_proj(x)) * self.up_proj(x) if h is None else h
@@ -318,8 +337,8 @@ class DecoderLayer(nn.Module):
         if self.placement is NormPlacement.SANDWICH:
             x = x + self.post_attention_layernorm(self.self_attn(self.input_layernorm(x), rope, mask, cache, layer))
             return x + self.post_feedforward_layernorm(self.mlp(self.pre_feedforward_layernorm(x)))
-        x = x + self.self_attn(self.input_layernorm(x), rope, mask, cache, layer)
-        return x + self.mlp(self.post_attention_layernorm(x))
+        x = self.self_attn(x, rope, mask, cache, layer, norm=self.input_layernorm, residual=x)
+        return self.mlp(x, norm=self.post_attention_layernorm, residual=x)
 
 
 def head_dim_of(config) -> int:

@@ -7,10 +7,13 @@ MLP's activation runs on its two products before anything is written:
     linears(x, [w0, w1, w2])      y = x · w0ᵀ | x · w1ᵀ | x · w2ᵀ (+ biases)        weights of x's dtype (nn.Linear)
     linear(layer, x)              layer(x), through the kernel where `linears` takes the layer
     glu_linear(x, gate, up, act)  y = act(x · gateᵀ + b_g) · (x · upᵀ + b_u)
+    … norm=(g, eps)               x first becomes x / rms(x) · g, as a decoder's RMSNorm rounds it (FUSED_NORMS)
+    … residual=r                  y = r + y, rounded as the separate addition (linear, linears)
     matvec(x, w, s, b)            y = (x · wᵀ) · s + b                             w (N, K) int8, s (N,): per-row scales
     glu_matvec(x, w, s, b, act)   the GLU form of an int8 gate | up weight (2N, K)
 
-Each program multiplies BLOCK_N weight rows (for the GLU form: BLOCK_N gate rows and the matching up rows) with one
+The norm and the residual take the launches of a decoder layer's add + norm kernels (two a layer): each program
+computes its row's rms itself (one more read of the row, from L2). Each program multiplies BLOCK_N weight rows (for the GLU form: BLOCK_N gate rows and the matching up rows) with one
 row of x, accumulating per-lane float32 sums that are reduced once after the K loop, and writes the result once in
 x's dtype. Programs run rows of x fastest, so the rows that share a weight block read it together (the second read
 comes from L2).
@@ -36,6 +39,7 @@ from .activations import gelu_new, gelu_tanh
 
 MAX_ROWS = 4  # more rows of x: a matrix product, which the GEMM libraries do better
 ENABLED = True  # False: always the torch path (A/B measurements)
+FUSED_NORMS = False  # decoders pass their RMSNorm and residual to the kernels; on once measured faster on a GPU
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's interpreter: the kernels on CPU tensors (tests)
 
 # A CPU build of torch runs the kernels only under the interpreter: elsewhere Triton is not imported (where it is
@@ -104,12 +108,14 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def _matvec_kernel(x_ptr, y_ptr, w0, w1, w2, s0, s1, s2, b0, b1, b2, N, N0, N01, ROWS, stride_x, stride_y,
-                       K: tl.constexpr, SEGMENTS: tl.constexpr, HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr,
-                       ACT: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def _matvec_kernel(x_ptr, y_ptr, w0, w1, w2, s0, s1, s2, b0, b1, b2, g_ptr, r_ptr, eps, N, N0, N01, ROWS,
+                       stride_x, stride_y, stride_r, K: tl.constexpr, SEGMENTS: tl.constexpr,
+                       HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr,
+                       RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """ACT == 0: y[row, n] = Σ_k x[row, k] · w[n, k] · s[n] + b[n], where w, s, b is the segment (0, 1 or 2)
         holding output n (segments start at 0, N0, N01, each a multiple of BLOCK_N; weights row-major (·, K)).
-        ACT > 0: act(that of w0) · (that of w1), the gate and up rows n."""
+        ACT > 0: act(that of w0) · (that of w1), the gate and up rows n. NORM: x[row] / rms(x[row]) · g in place of
+        x[row], rounded to x's dtype before and after g as RMSNorm does. RESIDUAL: r[row, n] + y[row, n]."""
         pid = tl.program_id(0)
         row, block = pid % ROWS, pid // ROWS  # rows of x fastest: they read a weight block together
         offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) outputs
@@ -122,6 +128,14 @@ if triton is not None:
             if block * BLOCK_N >= N01:
                 w, s, b, first = w2, s2, b2, block * 0 + N01
         local = offs_n - first  # (BLOCK_N,) rows within the segment
+        inv_rms = 1.0
+        if NORM:  # this row's 1 / rms, float32 as RMSNorm computes it
+            squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
+            for start in range(0, K, BLOCK_K):
+                offs_k = start + tl.arange(0, BLOCK_K)
+                features = tl.load(x_ptr + row * stride_x + offs_k, mask=offs_k < K, other=0.0).to(tl.float32)
+                squares += features * features
+            inv_rms = tl.rsqrt(tl.sum(squares, axis=0) / K + eps)
         partial = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)  # per-lane sums, reduced once after the loop
         partial_up = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         for start in range(0, K, BLOCK_K):
@@ -131,6 +145,10 @@ if triton is not None:
             # x read in the weight tile's shape (rows repeat from L1): no layout exchange through shared memory
             x = tl.load(x_ptr + row * stride_x + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0)
             x = x.to(tl.float32)  # (BLOCK_N, BLOCK_K)
+            if NORM:
+                dtype = x_ptr.dtype.element_ty
+                g = tl.load(g_ptr + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0).to(tl.float32)
+                x = (g * (x * inv_rms).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
             partial += tl.load(w + tile, mask=ok, other=0).to(tl.float32) * x
             if ACT > 0:
                 partial_up += tl.load(w1 + tile, mask=ok, other=0).to(tl.float32) * x
@@ -138,12 +156,18 @@ if triton is not None:
         if ACT > 0:
             up = _affine(tl.sum(partial_up, axis=1), s1, b1, local, n_ok, HAS_SCALE, HAS_BIAS)
             acc = _activate(acc, ACT) * up
-        tl.store(y_ptr + row * stride_y + offs_n, acc.to(y_ptr.dtype.element_ty), mask=n_ok)
+        out = acc.to(y_ptr.dtype.element_ty)
+        if RESIDUAL:
+            residual = tl.load(r_ptr + row * stride_r + offs_n, mask=n_ok, other=0.0).to(tl.float32)
+            out = (residual + out.to(tl.float32)).to(y_ptr.dtype.element_ty)
+        tl.store(y_ptr + row * stride_y + offs_n, out, mask=n_ok)
 
 
 def _launch(x: torch.Tensor, weights: Sequence[torch.Tensor], scales: Sequence[torch.Tensor] | None,
-            biases: Sequence[torch.Tensor] | None, act: int, config: dict | None) -> torch.Tensor:
-    """weights: 1–3 row-major (n_i, K) tensors side by side, or (act > 0) the gate and up weights."""
+            biases: Sequence[torch.Tensor] | None, act: int, config: dict | None,
+            norm: tuple[torch.Tensor, float] | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """weights: 1–3 row-major (n_i, K) tensors side by side, or (act > 0) the gate and up weights; `norm` (g, eps)
+    and `residual` (..., N) as the kernel's NORM and RESIDUAL."""
     k = x.shape[-1]
     sizes = [w.shape[0] for w in weights]
     n = sizes[0] if act else sum(sizes)  # outputs per row
@@ -157,36 +181,48 @@ def _launch(x: torch.Tensor, weights: Sequence[torch.Tensor], scales: Sequence[t
     w = pad([t.contiguous() for t in weights])
     s = pad(scales) if scales is not None else w
     b = pad(biases) if biases is not None else w
+    gain, eps = norm if norm is not None else (w[0], 0.0)
+    added = residual.reshape(-1, n).contiguous() if residual is not None else y  # (M, N)
     grid = (triton.cdiv(n, config["BLOCK_N"]) * rows.shape[0],)
-    _matvec_kernel[grid](rows, y, *w, *s, *b, n, n0, n01, rows.shape[0], rows.stride(0), y.stride(0), K=k,
-                         SEGMENTS=len(weights), HAS_SCALE=scales is not None, HAS_BIAS=biases is not None, ACT=act,
-                         **config)
+    _matvec_kernel[grid](rows, y, *w, *s, *b, gain, added, eps, n, n0, n01, rows.shape[0], rows.stride(0),
+                         y.stride(0), added.stride(0), K=k, SEGMENTS=len(weights), HAS_SCALE=scales is not None,
+                         HAS_BIAS=biases is not None, ACT=act, NORM=norm is not None,
+                         RESIDUAL=residual is not None, **config)
     return y.view(*x.shape[:-1], n)
 
 
-def linears(x: torch.Tensor, layers: Sequence[nn.Linear]) -> torch.Tensor | None:
-    """(..., K) x through 1–3 nn.Linear `layers` side by side → (..., Σ out) in one kernel; None where the kernel
-    does not take them (`takes`), for the caller's own path."""
-    if not takes(x, layers):
+def _takes_norm(x: torch.Tensor, norm: tuple[torch.Tensor, float] | None) -> bool:
+    return norm is None or (norm[0].shape == x.shape[-1:] and norm[0].dtype == x.dtype and not wants_grad(norm[0]))
+
+
+def linears(x: torch.Tensor, layers: Sequence[nn.Linear], norm: tuple[torch.Tensor, float] | None = None,
+            residual: torch.Tensor | None = None) -> torch.Tensor | None:
+    """(..., K) x through 1–3 nn.Linear `layers` side by side → (..., Σ out) in one kernel, of x / rms(x) · g for
+    `norm` (g, eps), plus `residual`; None where the kernel does not take them (`takes`), for the caller's own
+    path."""
+    if not takes(x, layers) or not _takes_norm(x, norm):
         return None
     biases = [layer.bias for layer in layers] if layers[0].bias is not None else None
-    return _launch(x, [layer.weight for layer in layers], None, biases, 0, None)
+    return _launch(x, [layer.weight for layer in layers], None, biases, 0, None, norm, residual)
 
 
-def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """layer(x): through the kernel where `linears` takes the layer, else the layer's own forward."""
-    y = linears(x, [layer])
-    return layer(x) if y is None else y
+def linear(layer: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+    """layer(x) (+ residual): through the kernel where `linears` takes the layer, else the layer's own forward."""
+    y = linears(x, [layer], residual=residual)
+    if y is not None:
+        return y
+    return layer(x) if residual is None else residual + layer(x)
 
 
-def glu_linear(x: torch.Tensor, gate: nn.Linear, up: nn.Linear, act: Callable) -> torch.Tensor | None:
-    """(..., K) x → act(gate(x)) · up(x), (..., N), in one kernel; None where the kernel does not take the layers
-    or the activation."""
+def glu_linear(x: torch.Tensor, gate: nn.Linear, up: nn.Linear, act: Callable,
+               norm: tuple[torch.Tensor, float] | None = None) -> torch.Tensor | None:
+    """(..., K) x → act(gate(x)) · up(x), (..., N), in one kernel (of x / rms(x) · g for `norm`); None where the
+    kernel does not take the layers or the activation."""
     code = KERNEL_ACTIVATIONS.get(act)
-    if code is None or not takes(x, [gate, up]) or gate.out_features != up.out_features:
+    if code is None or not takes(x, [gate, up]) or gate.out_features != up.out_features or not _takes_norm(x, norm):
         return None
     biases = [gate.bias, up.bias] if gate.bias is not None else None
-    return _launch(x, [gate.weight, up.weight], None, biases, code, None)
+    return _launch(x, [gate.weight, up.weight], None, biases, code, None, norm)
 
 
 def matvec(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None,
