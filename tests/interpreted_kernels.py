@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfkit.models.decoder import RMSNorm
 from hfkit.nn import decode_attention, matvec, window_attention
 from hfkit.nn.activations import gelu_tanh
 from hfkit.nn.attention import PackedBatch, packed_attention
+from hfkit.nn.norms import RMSNorm
 from hfkit.nn.quantize import quantize_weights_int8
 
 from .parity.test_decoder_matrix import build

@@ -100,7 +100,7 @@ def test_cuda_norm_prologue_and_residual_against_the_torch_path(dtype, tmp_path,
     (RMSNorm, the products, the addition) in float64 after its own roundings; then a tiny Llama's compiled static
     decode gives the same tokens with the norms in the kernels (matvec.FUSED_NORMS) as without."""
     from hfkit.generation import generate_tokens
-    from hfkit.models.decoder import RMSNorm
+    from hfkit.nn.norms import RMSNorm
 
     from .parity.test_decoder_matrix import build, left_padded
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import socket
@@ -136,11 +137,6 @@ def test_weight_decay_skips_biases_and_norms(classifier_dir):
     assert any(names[id(p)].endswith("word_embeddings.weight") for p in decay["params"])
 
 
-def clipped_adamw(model, config) -> ClippedAdamW:
-    return ClippedAdamW(parameter_groups(model, config.weight_decay), config.max_grad_norm, lr=config.lr,
-                        betas=config.adam_betas, eps=config.adam_eps)
-
-
 def test_clipped_adamw_steps_like_clip_grad_norm_and_adamw():
     """ClippedAdamW (compiled, here on the CPU) takes clip_grad_norm_ + AdamW's step, follows the schedule through
     its tensor lr without recompiling, leaves no gradients and resumes from its state_dict."""
@@ -148,7 +144,9 @@ def test_clipped_adamw_steps_like_clip_grad_norm_and_adamw():
     ours = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.LayerNorm(32), torch.nn.Linear(32, 4))
     reference = copy.deepcopy(ours)
     config = hfkit.TrainingConfig(lr=1e-3, compile=True, max_grad_norm=0.05, weight_decay=0.1)
-    optimizer = clipped_adamw(ours, config)
+    clipped_config = dataclasses.replace(config, optimizer="clipped-adamw")
+    optimizer = make_optimizer(ours, clipped_config, torch.device("cpu"))
+    assert isinstance(optimizer, ClippedAdamW)
     reference_optimizer = make_optimizer(reference, config, torch.device("cpu"))
     schedules = [torch.optim.lr_scheduler.LambdaLR(o, lambda step: 1 - step / 10)
                  for o in (optimizer, reference_optimizer)]
@@ -172,7 +170,7 @@ def test_clipped_adamw_steps_like_clip_grad_norm_and_adamw():
             torch.testing.assert_close(mine, theirs, rtol=1e-5, atol=1e-6)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     resumed = copy.deepcopy(ours)
-    resumed_optimizer = clipped_adamw(resumed, config)
+    resumed_optimizer = make_optimizer(resumed, clipped_config, torch.device("cpu"))
     resumed_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))  # as a checkpoint holds it
     x = torch.randn(8, 16)
     step(ours, optimizer, schedules[0], x)

@@ -3,8 +3,9 @@
 The step of `benchmarks/train_gpu.py` (B8 × S1024, bf16 autocast, clip 1.0, fused AdamW) on hfkit's model under
 torch.compile, one variant per `--variants` entry, each compiled afresh in this process: comma-separated words,
 `default`, `eager` (not compiled), `clipped-adamw` (hfkit's ClippedAdamW: the clip's scale fused into a compiled
-multi-tensor AdamW update that never writes the clipped gradients) and inductor options KEY=VALUE. (A `bf16-weights` variant, bf16 shadows of
-float32 masters updated inside ClippedAdamW, measured 1 % faster on 2026-12-07 and was removed: RESULTS.md.)
+multi-tensor AdamW update that never writes the clipped gradients) and inductor options KEY=VALUE. (A
+`bf16-weights` variant, bf16 shadows of float32 masters updated inside ClippedAdamW, measured 1 % faster on
+2026-12-07 and was removed: RESULTS.md.)
 For each: the whole step, and its parts timed apart (forward + backward, clip, optimizer); `--profile` adds the
 GPU kernels of 3 steps grouped (GEMM, attention, inductor's fused kernels, optimizer and clip, other) and the GPU's
 idle gaps between kernels (each step synchronised, as the timing does).
@@ -24,8 +25,13 @@ import transformers
 
 import hfkit
 from hfkit.bench.timing import cuda_median_ms
-from hfkit.bench.train_gpu import batches, forward_backward, llama_config, train_step
-from hfkit.train.optim import ClippedAdamW, parameter_groups
+from hfkit.bench.train_gpu import (
+    batches,
+    benchmark_optimizer,
+    forward_backward,
+    llama_config,
+    train_step,
+)
 
 GROUPS = (("GEMM", ("nvjet", "gemm", "cutlass", "xmma")), ("attention", ("fmha", "flash", "cudnn", "attention")),
           ("optimizer / clip", ("multi_tensor", "foreach", "adam")), ("inductor fused", ("triton",)))
@@ -87,30 +93,22 @@ def run_variant(variant: str, directory: Path, data: list[dict], steps: int, pro
     model.train()
     batch = iter(range(10 ** 9))
     next_batch = lambda: data[next(batch) % len(data)]
-    if clipped:
-        optimizer = ClippedAdamW(parameter_groups(model, 0.01), 1.0, lr=1e-5)
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    optimizer = benchmark_optimizer(model, clipped)
     step = lambda: train_step(model, next_batch(), optimizer)
     for _ in range(8):
         step()
     whole = cuda_median_ms(step, steps)
-    if clipped:
-        fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward(model, next_batch())),
-                            steps)
-        print(f"{variant:40s} step {whole:7.2f} ms ({data[0]['input_ids'].numel() / whole:5.1f} k tok/s); "
-              f"forward+backward {fb:7.2f}, clip + AdamW {whole - fb:5.2f} ms (the difference)", flush=True)
-        if profile:
-            print(kernel_groups(step), flush=True)
-        return
-    forward_backward(model, next_batch())
-    clip = cuda_median_ms(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), steps)
-    adamw = cuda_median_ms(optimizer.step, steps)
-    optimizer.zero_grad(set_to_none=True)
     fb = cuda_median_ms(lambda: (optimizer.zero_grad(set_to_none=True), forward_backward(model, next_batch())), steps)
+    if clipped:  # one step: its clip and update are timed together, by difference
+        parts = f"clip + AdamW {whole - fb:5.2f} ms (the difference)"
+    else:
+        clip = cuda_median_ms(lambda: torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0), steps)
+        adamw = cuda_median_ms(optimizer.step, steps)
+        optimizer.zero_grad(set_to_none=True)
+        parts = f"clip {clip:5.2f}, AdamW {adamw:5.2f} ms"
     tokens = data[0]["input_ids"].numel()
-    print(f"{variant:40s} step {whole:7.2f} ms ({tokens / whole:5.1f} k tok/s); forward+backward {fb:7.2f}, "
-          f"clip {clip:5.2f}, AdamW {adamw:5.2f} ms", flush=True)
+    print(f"{variant:40s} step {whole:7.2f} ms ({tokens / whole:5.1f} k tok/s); forward+backward {fb:7.2f}, {parts}",
+          flush=True)
     if profile:
         print(kernel_groups(step), flush=True)
 

@@ -75,15 +75,20 @@ def train_step(model, batch: dict, optimizer) -> None:
     optimizer.zero_grad(set_to_none=True)
 
 
+def benchmark_optimizer(model, clipped_adamw: bool) -> torch.optim.Optimizer:
+    """The fused AdamW every implementation steps (lr 1e-5), or hfkit's ClippedAdamW (clip compiled into the update;
+    AdamW's default decay 0.01 on matrices)."""
+    if clipped_adamw:
+        return ClippedAdamW(parameter_groups(model, 0.01), 1.0, lr=1e-5)
+    return torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+
+
 def time_steps(model, data: list[dict], steps: int, clipped_adamw: bool = False) -> tuple[float, float, float]:
     """Median and spread of the step time in ms (after WARMUP steps, each step synchronised), then the mean ms of
     `steps` more steps run back to back as a training loop runs them (no host sync between steps, so the host
     launches a step while the GPU runs the previous one). `clipped_adamw`: hfkit's ClippedAdamW (clip compiled into
     the update) instead of clip_grad_norm_ + fused AdamW."""
-    if clipped_adamw:
-        optimizer = ClippedAdamW(parameter_groups(model, 0.01), 1.0, lr=1e-5)  # 0.01: AdamW's default decay
-    else:
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    optimizer = benchmark_optimizer(model, clipped_adamw)
     model.train()
     times = []
     for i in range(WARMUP + steps):

@@ -28,6 +28,7 @@ from ..nn import matvec
 from ..nn.activations import activation
 from ..nn.attention import causal_mask, grouped_attention, softcapped_attention
 from ..nn.mlp import MLPKind
+from ..nn.norms import OneplusRMSNorm, RMSNorm, normed_product
 from ..nn.rope import apply_rope
 from ..nn.rope_scaling import rope_cos_sin, rope_dim
 from .base import PreTrainedModel, place
@@ -143,39 +144,6 @@ class KVCache:
         self.values = [v.index_select(0, index) for v in self.values]
 
 
-class RMSNorm(nn.Module):
-    """x / rms(x) · weight, computed in float32 and cast back before the weight, as transformers."""
-
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * h.to(x.dtype)
-
-
-class OneplusRMSNorm(nn.Module):
-    """x / rms(x) · (1 + weight), in float32 and cast back at the end, as transformers' Gemma norms."""
-
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(size))
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.float()
-        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (h * (1.0 + self.weight.float())).to(x.dtype)
-
-
-def kernel_norm(norm: nn.Module | None) -> tuple[torch.Tensor, float] | None:
-    """`norm` as the matvec kernels' prologue takes it, (weight, eps): an RMSNorm while matvec.FUSED_NORMS is on."""
-    return (norm.weight, norm.eps) if matvec.FUSED_NORMS and type(norm) is RMSNorm else None
-
-
 NORMS: dict[NormKind, type[nn.Module]] = {NormKind.RMS: RMSNorm, NormKind.ONE_PLUS: OneplusRMSNorm, NormKind.LAYER: nn.LayerNorm}
 
 
@@ -241,11 +209,8 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         heads = lambda t: t.view(B, T, -1, self.head_dim)  # (B, T, n, D)
         projections = [self.qkv_proj] if self.qkv_proj is not None else [self.q_proj, self.k_proj, self.v_proj]
-        prologue = kernel_norm(norm)
-        qkv = matvec.linears(x, projections, prologue) if prologue is not None else None  # the norm in the kernel
-        if qkv is None:
-            x = x if norm is None else norm(x)
-            qkv = matvec.linears(x, projections)  # a decode step's rows: one kernel for q | k | v
+        # a decode step's rows: one kernel for q | k | v (and the norm)
+        x, qkv = normed_product(x, norm, lambda x, prologue: matvec.linears(x, projections, prologue))
         if qkv is None and self.qkv_proj is None:
             q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
         else:
@@ -305,15 +270,11 @@ class MLP(nn.Module):
         return matvec.linear(self.proj_out, self.activated(x, norm), residual)
 
     def activated(self, x: torch.Tensor, norm: nn.Module | None = None) -> torch.Tensor:  # (B, T, H) → (B, T, I)
-        prologue = kernel_norm(norm) if self.proj_in is None else None
-        if prologue is not None:
-            h = matvec.glu_linear(x, self.gate_proj, self.up_proj, self.act, prologue)  # the norm in the kernel
-            if h is not None:
-                return h
-        x = x if norm is None else norm(x)
-        if self.proj_in is None:
-            h = matvec.glu_linear(x, self.gate_proj, self.up_proj, self.act)  # a decode step's rows: one kernel
+        if self.proj_in is None:  # a decode step's rows: one kernel (and the norm)
+            glu = lambda x, prologue: matvec.glu_linear(x, self.gate_proj, self.up_proj, self.act, prologue)
+            x, h = normed_product(x, norm, glu)
             return self.act(self.gate_proj(x)) * self.up_proj(x) if h is None else h
+        x = x if norm is None else norm(x)
         if self.kind is MLPKind.GLU and hasattr(self.proj_in, "forward_glu"):
             return self.proj_in.forward_glu(x, self.act)  # a projection with its own GLU kernel (int8)
         return self.kind.inner(matvec.linear(self.proj_in, x), self.act)  # GLU: act(gate) · up of the fused halves

@@ -13,8 +13,8 @@ MLP's activation runs on its two products before anything is written:
     glu_matvec(x, w, s, b, act)   the GLU form of an int8 gate | up weight (2N, K)
 
 The norm and the residual take the launches of a decoder layer's add + norm kernels (two a layer): each program
-computes its row's rms itself (one more read of the row, from L2). Each program multiplies BLOCK_N weight rows (for the GLU form: BLOCK_N gate rows and the matching up rows) with one
-row of x, accumulating per-lane float32 sums that are reduced once after the K loop, and writes the result once in
+computes its row's rms itself (one more read of the row). Each program multiplies BLOCK_N weight rows (for the GLU
+form: BLOCK_N gate rows and the matching up rows) with one row of x, accumulating per-lane float32 sums that are reduced once after the K loop, and writes the result once in
 x's dtype. Programs run rows of x fastest, so the rows that share a weight block read it together (the second read
 comes from L2).
 
@@ -68,14 +68,16 @@ def applies(x: torch.Tensor) -> bool:
             and not wants_grad(x))
 
 
-def takes(x: torch.Tensor, layers: Sequence[nn.Module]) -> bool:
+def takes(x: torch.Tensor, layers: Sequence[nn.Module], norm: tuple[torch.Tensor, float] | None = None) -> bool:
     """Whether `linears` runs `layers` on `x`: 1–3 plain nn.Linear layers (no LoRA or other wrapper) over x's
     features whose weights are of x's dtype and device, untrained here (no gradient wanted), each with a bias or
-    none."""
+    none; a `norm` gain likewise of x's features and dtype."""
     return (applies(x) and 0 < len(layers) <= 3 and all(type(layer) is nn.Linear for layer in layers)
             and all(layer.in_features == x.shape[-1] and layer.weight.dtype == x.dtype
                     and layer.weight.device == x.device and not wants_grad(layer.weight) for layer in layers)
-            and len({layer.bias is None for layer in layers}) == 1)
+            and len({layer.bias is None for layer in layers}) == 1
+            and (norm is None or (norm[0].shape == x.shape[-1:] and norm[0].dtype == x.dtype
+                                  and not wants_grad(norm[0]))))
 
 
 def config_for(n: int, k: int, glu: bool = False) -> dict:
@@ -191,16 +193,12 @@ def _launch(x: torch.Tensor, weights: Sequence[torch.Tensor], scales: Sequence[t
     return y.view(*x.shape[:-1], n)
 
 
-def _takes_norm(x: torch.Tensor, norm: tuple[torch.Tensor, float] | None) -> bool:
-    return norm is None or (norm[0].shape == x.shape[-1:] and norm[0].dtype == x.dtype and not wants_grad(norm[0]))
-
-
 def linears(x: torch.Tensor, layers: Sequence[nn.Linear], norm: tuple[torch.Tensor, float] | None = None,
             residual: torch.Tensor | None = None) -> torch.Tensor | None:
     """(..., K) x through 1–3 nn.Linear `layers` side by side → (..., Σ out) in one kernel, of x / rms(x) · g for
     `norm` (g, eps), plus `residual`; None where the kernel does not take them (`takes`), for the caller's own
     path."""
-    if not takes(x, layers) or not _takes_norm(x, norm):
+    if not takes(x, layers, norm):
         return None
     biases = [layer.bias for layer in layers] if layers[0].bias is not None else None
     return _launch(x, [layer.weight for layer in layers], None, biases, 0, None, norm, residual)
@@ -219,7 +217,7 @@ def glu_linear(x: torch.Tensor, gate: nn.Linear, up: nn.Linear, act: Callable,
     """(..., K) x → act(gate(x)) · up(x), (..., N), in one kernel (of x / rms(x) · g for `norm`); None where the
     kernel does not take the layers or the activation."""
     code = KERNEL_ACTIVATIONS.get(act)
-    if code is None or not takes(x, [gate, up]) or gate.out_features != up.out_features or not _takes_norm(x, norm):
+    if code is None or not takes(x, [gate, up], norm) or gate.out_features != up.out_features:
         return None
     biases = [gate.bias, up.bias] if gate.bias is not None else None
     return _launch(x, [gate.weight, up.weight], None, biases, code, None, norm)

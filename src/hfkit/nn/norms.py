@@ -1,0 +1,56 @@
+"""The decoders' RMS norms, and a norm carried into the matvec kernel that reads its output (a decode step)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from . import matvec
+
+
+def _normalized(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """x / rms(x) in float32."""
+    h = x.float()
+    return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+
+
+class RMSNorm(nn.Module):
+    """x / rms(x) · weight, computed in float32 and cast back before the weight, as transformers."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * _normalized(x, self.eps).to(x.dtype)
+
+
+class OneplusRMSNorm(nn.Module):
+    """x / rms(x) · (1 + weight), in float32 and cast back at the end, as transformers' Gemma norms."""
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (_normalized(x, self.eps) * (1.0 + self.weight.float())).to(x.dtype)
+
+
+Product = Callable[[torch.Tensor, "tuple[torch.Tensor, float] | None"], "torch.Tensor | None"]
+
+
+def normed_product(x: torch.Tensor, norm: nn.Module | None, product: Product):
+    """`product` (a matvec kernel function of its input and a `norm=(g, eps)` prologue) of norm(x): the norm
+    computed inside the kernel where `norm` is an RMSNorm, matvec.FUSED_NORMS is on and the kernel takes the
+    inputs; else norm(x) first (x itself without `norm`). Returns the product's input as the torch path needs it
+    (x, or norm(x)) and its result, None where no kernel took it."""
+    if matvec.FUSED_NORMS and type(norm) is RMSNorm:
+        y = product(x, (norm.weight, norm.eps))
+        if y is not None:
+            return x, y
+    x = x if norm is None else norm(x)
+    return x, product(x, None)
