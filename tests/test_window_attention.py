@@ -8,12 +8,14 @@ import torch
 
 from hfkit.nn import window_attention
 from hfkit.nn.attention import PackedBatch, packed_attention
+from hfkit.nn.rope import apply_rope, rope_tables
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernel needs CUDA")
+@pytest.mark.parametrize("rope", [False, True])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 @pytest.mark.parametrize("window, heads, head_dim", [(64, 12, 64), (3, 2, 32), (128, 4, 128)])
-def test_cuda_window_attention_against_the_padded_path(dtype, window, heads, head_dim, monkeypatch):
+def test_cuda_window_attention_against_the_padded_path(dtype, window, heads, head_dim, rope, monkeypatch):
     assert window_attention.ENABLED  # on by default
     torch.manual_seed(0)
     lengths = [1, 70, 513, 5, 130, 64]
@@ -21,9 +23,15 @@ def test_cuda_window_attention_against_the_padded_path(dtype, window, heads, hea
     for row, n in enumerate(lengths):
         mask[row, :n] = 1
     packed = PackedBatch.from_mask(mask).windowed(window)
-    q, k, v = torch.randn(int(mask.sum()), 3, heads, head_dim, device="cuda", dtype=dtype).unbind(1)
+    qkv = torch.randn(int(mask.sum()), 3, heads, head_dim, device="cuda", dtype=dtype)  # as a layer's q | k | v view
+    q, k, v = qkv.unbind(1)
     assert window_attention.applies(q, k, v, 0.0)
-    out = window_attention.window_attention(q, k, v, packed.rows, window, head_dim ** -0.5)
+    tables = rope_tables(head_dim, 10000.0, packed.indices % mask.shape[1], dtype) if rope else (None, None)
+    run = lambda block_m: window_attention.window_attention(q, k, v, packed.rows, window, head_dim ** -0.5, block_m,
+                                                            cos=tables[0], sin=tables[1])
+    out = run(window_attention.BLOCK_M)
+    if rope:  # the kernel rotates q and k as apply_rope does (float32, rounded to the dtype)
+        q, k = apply_rope(q, k, *tables)
     monkeypatch.setattr(window_attention, "ENABLED", False)
     truth = packed_attention(q.double(), k.double(), v.double(), packed)  # the padded path, float64
     # float32: exact to 1e-5; bf16 / fp16: the probabilities are rounded for their product with v (as in flash
@@ -31,7 +39,5 @@ def test_cuda_window_attention_against_the_padded_path(dtype, window, heads, hea
     u = torch.finfo(dtype).eps / 2
     bound = 1e-5 if dtype == torch.float32 else u * (v.abs().max().item() + truth.abs().max().item())
     for block_m in (window_attention.BLOCK_M, 32, 128):
-        again = out if block_m == window_attention.BLOCK_M else window_attention.window_attention(
-            q, k, v, packed.rows, window, head_dim ** -0.5, block_m)
-        error = (again.double() - truth).abs().max().item()
+        error = ((out if block_m == window_attention.BLOCK_M else run(block_m)).double() - truth).abs().max().item()
         assert error < bound, (block_m, error, bound)

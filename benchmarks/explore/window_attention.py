@@ -1,12 +1,15 @@
 """Exploration: ModernBERT's sliding-window layers on packed batches (bf16, 12 heads of 64, window 64 each side).
 
-(a) Attention alone on the first batch of the encoder benchmark's token budgets (the 512 texts of 16–512 tokens):
-varlen_attn with window_size (what the local layers ran before), `hfkit.nn.window_attention` at two query-block
-sizes, and varlen_attn without a window (the global layers) for scale; max |kernel - varlen| per variant.
-(b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts: the
-window kernel on and off in the same process (CUDA events, medians, round-robin).
+(a) Attention alone on the first batch of the encoder benchmark's token budgets (the 512 texts of 16–512 tokens),
+q, k, v as views of one (N, 3, H, D) tensor as the layers have them: varlen_attn with window_size (what the local
+layers ran before the kernel), `hfkit.nn.window_attention` with RoPE inside and with apply_rope before it, and
+varlen_attn without a window (the global layers) for scale; max |Δ| against varlen with a window. --sweep: the
+kernel (RoPE inside) at every launch shape of SWEEP.
+(b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts as one
+batch: the kernel with RoPE inside (`window_attention.ROTATES`), the kernel after apply_rope (shipped), varlen_attn
+windows; in the same process (CUDA events, medians, round-robin).
 
-    PYTHONPATH=src python benchmarks/explore/window_attention.py [--repeats 7]
+    PYTHONPATH=src python benchmarks/explore/window_attention.py [--repeats 7] [--sweep]
 """
 
 from __future__ import annotations
@@ -30,24 +33,41 @@ from hfkit.bench.encode_gpu import (
 from hfkit.bench.timing import cuda_median_ms
 from hfkit.nn import window_attention
 from hfkit.nn.attention import PackedBatch
+from hfkit.nn.rope import apply_rope, rope_tables
+
+SWEEP = [(block_m, block_n, warps, stages) for block_m in (32, 64, 128) for block_n in (32, 64, 128)
+         for warps in (4, 8) for stages in (1, 2, 3)]
 
 
-def attention_alone(batch: dict, heads: int = 12, head_dim: int = 64, window: int = 64) -> None:
+def attention_alone(batch: dict, sweep: bool, heads: int = 12, head_dim: int = 64, window: int = 64) -> None:
     packed = PackedBatch.from_mask(batch["attention_mask"]).windowed(window)
     n, longest, cu = int(packed.cu_seqlens[-1]), packed.max_len, packed.cu_seqlens
     qkv = torch.randn(n, 3, heads, head_dim, device="cuda", dtype=torch.bfloat16)  # as the model's q | k | v view
     q, k, v = qkv.unbind(1)
-    varlen = lambda **kw: packed.kernel(q, k, v, cu, cu, longest, longest, **kw)
+    cos, sin = rope_tables(head_dim, 10000.0, packed.indices % packed.shape[1], torch.bfloat16)  # (N, D)
+    qr, kr = apply_rope(q, k, cos, sin)
+    varlen = lambda **kw: packed.kernel(qr, kr, v, cu, cu, longest, longest, **kw)
     reference = varlen(window_size=(window, window)).float()
-    variants = {"varlen_attn, window": lambda: varlen(window_size=(window, window)), "varlen_attn, full": varlen}
-    for block_m in (64, 128):
-        variants[f"kernel, {block_m} queries a program"] = (
-            lambda block_m=block_m: window_attention.window_attention(q, k, v, packed.rows, window, head_dim ** -0.5,
-                                                                      block_m))
+    scale = head_dim ** -0.5
+    variants = {"varlen_attn, window (after apply_rope)": lambda: varlen(window_size=(window, window)),
+                "varlen_attn, full (after apply_rope)": varlen,
+                "kernel, RoPE inside": lambda: window_attention.window_attention(q, k, v, packed.rows, window, scale,
+                                                                                 cos=cos, sin=sin),
+                "apply_rope, then kernel": lambda: window_attention.window_attention(
+                    *apply_rope(q, k, cos, sin), v, packed.rows, window, scale)}
+    if sweep:
+        for block_m, block_n, warps, stages in SWEEP:
+            variants[f"kernel, RoPE inside, {block_m}/{block_n}/{warps} warps/{stages} stages"] = (
+                lambda c=(block_m, block_n, warps, stages): window_attention.launch(q, k, v, packed.rows, window,
+                                                                                    scale, cos, sin, *c))
     print(f"attention alone, {n} tokens (longest {longest}), {heads} heads of {head_dim}, window {window}:")
     for label, call in variants.items():
-        error = "" if "full" in label else f"; max |Δ| vs varlen window {(call().float() - reference).abs().max():.2e}"
-        print(f"  {label:34s} {cuda_median_ms(call, 20, warmup=5):.3f} ms{error}", flush=True)
+        try:
+            delta = (call().float() - reference).abs().max()
+            error = "" if "full" in label else f"; max |Δ| vs varlen window {delta:.2e}"
+            print(f"  {label:52s} {cuda_median_ms(call, 20, warmup=5):.3f} ms{error}", flush=True)
+        except Exception as failure:  # noqa: BLE001 — a launch shape the compiler refuses (shared memory)
+            print(f"  {label:52s} failed: {type(failure).__name__}: {str(failure).splitlines()[0][:100]}")
 
 
 def whole_passes(repeats: int) -> None:
@@ -59,43 +79,46 @@ def whole_passes(repeats: int) -> None:
     del reference
     lengths = make_lengths()
     seqs, real = make_ids(lengths, config.vocab_size), int(lengths.sum())
-    inputs = {b: budget_batches(seqs, config.pad_token_id, b) for b in (TOKEN_BUDGET, LARGE_BUDGET)}
+    batches = budget_batches(seqs, config.pad_token_id, LARGE_BUDGET)
     model.compile_layers()
+    torch._dynamo.config.cache_size_limit = 64  # a graph per layer kind and variant
 
-    def forward(kernel: bool):
+    def forward(kernel: bool, inside: bool):
         def run(batch):
-            window_attention.ENABLED = kernel
+            window_attention.ENABLED, window_attention.ROTATES = kernel, inside
             return model(**batch, unpadded=True).last_hidden_state
         return run
 
-    variants = [(f"{'kernel' if kernel else 'varlen_attn'} windows, budget {b}", forward(kernel), b)
-                for b in inputs for kernel in (True, False)]
+    variants = {"kernel, RoPE inside": forward(True, True), "kernel after apply_rope": forward(True, False),
+                "varlen_attn windows": forward(False, False)}
     with torch.inference_mode():
-        batch = inputs[TOKEN_BUDGET][0]
+        batch = batches[0]
         keep = batch["attention_mask"].bool()
-        diff = (forward(True)(batch)[keep].float() - forward(False)(batch)[keep].float()).abs().max().item()
-        times = {label: [] for label, _, _ in variants}
+        outs = {label: fn(batch)[keep].float() for label, fn in variants.items()}
+        diffs = {label: (out - outs["kernel after apply_rope"]).abs().max().item() for label, out in outs.items()}
+        times = {label: [] for label in variants}
         for _ in range(2):
-            for label, fn, b in variants:
-                time_pass(fn, inputs[b])
+            for fn in variants.values():
+                time_pass(fn, batches)
         for _ in range(repeats):
-            for label, fn, b in variants:
-                times[label].append(time_pass(fn, inputs[b]))
-    print(f"ModernBERT-base shape, compile_layers(), {real} real tokens; max |kernel - varlen| at real tokens "
-          f"(first batch) {diff:.3g}")
-    for label, _, b in variants:
+            for label, fn in variants.items():
+                times[label].append(time_pass(fn, batches))
+    print(f"ModernBERT-base shape, compile_layers(), {real} real tokens in {len(batches)} batch(es)")
+    for label in variants:
         med = statistics.median(times[label])
-        print(f"  {label:40s} {len(inputs[b]):2d} batches {med * 1e3:7.1f} ms  {real / med / 1e6:5.2f} M tok/s")
+        print(f"  {label:28s} {med * 1e3:7.1f} ms  {real / med / 1e6:5.2f} M tok/s  "
+              f"max |Δ| vs kernel after apply_rope {diffs[label]:.3g}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sweep", action="store_true", help="the kernel at every launch shape of SWEEP")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     seqs = make_ids(make_lengths(), 50368)
     for budget in (TOKEN_BUDGET, LARGE_BUDGET):
-        attention_alone(budget_batches(seqs, 0, budget)[0])
+        attention_alone(budget_batches(seqs, 0, budget)[0], args.sweep and budget == LARGE_BUDGET)
     whole_passes(args.repeats)
 
 

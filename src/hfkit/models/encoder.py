@@ -36,7 +36,7 @@ from ..nn.compiled import Compiled
 from ..nn.embeddings import TokenEmbeddings
 from ..nn.fused_linear import GELU_FORMS, linear, linear_gelu
 from ..nn.mlp import MLPKind
-from ..nn.rope import apply_rope, rotary_tables
+from ..nn.rope import rotary_tables
 from .base import PreTrainedModel, place
 from .family import AttentionSpec, Family, LayerNames, NormPosition
 from .outputs import BaseModelOutput
@@ -96,8 +96,7 @@ class EncoderLayer(nn.Module):
         padded = x.dim() == 3
         if padded:
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, nh, T, hd); packed: (N, nh, hd)
-        if self.spec.rope_theta is not None:
-            q, k = apply_rope(q, k, *rope[self.spec.rope_theta])  # cos/sin (B|1, T, hd) or (N, hd)
+        rotary = rope[self.spec.rope_theta] if self.spec.rope_theta is not None else None  # attention() rotates
         divisor = None
         if self.attention_bias is not None:
             q, k = q.contiguous(), k.contiguous()  # one copy, shared by the bias and the attention
@@ -106,7 +105,7 @@ class EncoderLayer(nn.Module):
                 mask = bias if mask is None else bias + mask
             divisor = self.attention_bias.divisor  # the scores' s, as the reference divides by it
         p = self.attention_dropout if self.training else 0.0
-        a = attention(q, k, v, mask, dropout_p=p, divisor=divisor)
+        a = attention(q, k, v, mask, dropout_p=p, divisor=divisor, rope=rotary)
         a = (a.transpose(1, 2) if padded else a).reshape(*lead, H)
         a = self.attn_out_dropout(linear(a, self.attn_out))
         x = x + a if self.pre_norm else self.attn_norm(x + a)

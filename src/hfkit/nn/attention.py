@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..cpu_support import has_amx
 from . import decode_attention, window_attention
+from .rope import apply_rope
 
 
 def padding_mask(attention_mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -57,8 +58,10 @@ def attention(
     dropout_p: float = 0.0,
     scale: float | None = None,
     divisor: torch.Tensor | None = None,
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (B|1, T, D), or (N, D) packed
 ) -> torch.Tensor:  # (B, H, T, D)
     """Padded scaled-dot-product attention with an optional additive mask (padding + relative-position bias terms).
+    With `rope`, q and k are rotated first (apply_rope, float32): inside the sliding-window kernel where it runs.
 
     `scale` multiplies q·kᵀ (None: 1/sqrt(D)). A `divisor` s (0-d tensor) is for references that compute
     softmax(q·kᵀ / s + mask) unfused (DeBERTa has no fused path in transformers): on CPU it is computed
@@ -66,7 +69,9 @@ def attention(
 
     Given a `PackedBatch` instead of a mask, q/k/v are packed (N, H, D) and so is the result: see packed_attention."""
     if isinstance(mask, PackedBatch):
-        return packed_attention(q, k, v, mask, dropout_p=dropout_p, scale=scale)
+        return packed_attention(q, k, v, mask, dropout_p=dropout_p, scale=scale, rope=rope)
+    if rope is not None:
+        q, k = apply_rope(q, k, *rope)
     if divisor is not None:
         if q.device.type == "cpu":
             return unfused_attention(q, k, v, mask, dropout_p, divisor)
@@ -307,13 +312,19 @@ def packed_attention(
     packed: PackedBatch,
     dropout_p: float = 0.0,
     scale: float | None = None,
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (N, D): q and k rotated first
 ) -> torch.Tensor:  # (N, H, D)
-    """Attention within each packed sequence (and its window): the sliding-window kernel where it applies,
-    varlen_attn where it runs, else the padded path."""
+    """Attention within each packed sequence (and its window): the sliding-window kernel where it applies (RoPE
+    inside it where window_attention.ROTATES), varlen_attn where it runs, else the padded path."""
     window = packed.window
-    if window is not None and window_attention.applies(q, k, v, dropout_p):
+    kernel = window is not None and window_attention.applies(q, k, v, dropout_p)
+    if rope is not None and not (kernel and window_attention.ROTATES):
+        q, k = apply_rope(q, k, *rope)
+        rope = None
+    if kernel:
         scale = q.shape[-1] ** -0.5 if scale is None else scale
-        return window_attention.window_attention(q, k, v, packed.rows, window, scale)
+        cos, sin = rope or (None, None)
+        return window_attention.window_attention(q, k, v, packed.rows, window, scale, cos=cos, sin=sin)
     if (packed.kernel is not None and q.dtype in VARLEN_DTYPES and dropout_p == 0.0
             and (window is None or packed.kernel_takes_window)):
         kwargs = {"scale": scale}
