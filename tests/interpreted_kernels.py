@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hfkit.generation.static_cache import StaticCache, decode_static, prefill_static
 from hfkit.nn import decode_attention, matvec, window_attention
 from hfkit.nn.activations import gelu_tanh
 from hfkit.nn.attention import PackedBatch, packed_attention
@@ -149,6 +150,41 @@ def check_decode_attention() -> None:
     assert not decode_attention.applies(q, k, torch.zeros(1, 2, 1, 5, dtype=torch.bool), 0.0)  # a mask per head
 
 
+def check_decode_step() -> None:
+    """decode_step (RoPE, the cache write and attention in one kernel) against the torch path: q and the step's k
+    rotated by apply_rope as the decoders round it, k and v written at the slot, float64 SDPA over the cache; the
+    cache's other slots untouched."""
+    gen = torch.Generator().manual_seed(5)
+    for B, nh, nkv, S, D, slot, dtype, splits in [(2, 8, 2, 40, 64, 17, torch.float32, 3),
+                                                  (1, 4, 4, 33, 24, 32, torch.bfloat16, None),
+                                                  (3, 6, 1, 20, 32, 0, torch.float32, 1)]:
+        q = torch.randn(B, nh, 1, D, generator=gen).to(dtype)
+        k, v = (torch.randn(B, nkv, 1, D, generator=gen).to(dtype) for _ in range(2))
+        keys, values = (torch.randn(B, nkv, S, D, generator=gen).to(dtype) for _ in range(2))
+        angles = torch.rand(B, 1, D // 2, generator=gen).repeat(1, 1, 2) * 6  # (B, 1, D) as rope tables are
+        cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+        mask = torch.rand(B, 1, 1, S, generator=gen) > 0.3
+        mask[..., slot] = True
+        at = torch.tensor([slot])
+        expect_keys, expect_values = keys.clone(), values.clone()
+        q_rot, k_rot = apply_rope(q, k, cos, sin, upcast=False)
+        expect_keys.index_copy_(2, at, k_rot)
+        expect_values.index_copy_(2, at, v)
+        G = nh // nkv
+        ref = F.scaled_dot_product_attention(q_rot.double(), expect_keys.double().repeat_interleave(G, 1),
+                                             expect_values.double().repeat_interleave(G, 1), attn_mask=mask, scale=0.3)
+        assert decode_attention.applies(q, keys, mask, 0.0)
+        out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, mask, scale=0.3, splits=splits)
+        error = (out.double() - ref).abs().max().item()
+        assert out.shape == q.shape and out.dtype == dtype
+        # bf16: the interpreter truncates the rotation's three roundings where torch rounds to nearest (a GPU
+        # rounds: the CUDA test holds it to decode_attention's bound)
+        assert error < (1e-5 if dtype == torch.float32 else 2e-2), (B, nh, nkv, S, D, dtype, error)
+        bound = 1e-6 if dtype == torch.float32 else 3 * torch.finfo(dtype).eps
+        assert ((keys - expect_keys).abs() / expect_keys.abs().clamp_min(1)).max() <= bound, (dtype, "keys")
+        assert torch.equal(values, expect_values)
+
+
 def step_matches_torch_path(model, label: str, left_padded: bool) -> None:
     """A decoder's one-token step (two rows) through the kernels equals its step with them switched off (≤ 1e-5)."""
     ids = torch.randint(3, 90, (2, 6), generator=torch.Generator().manual_seed(1))
@@ -192,6 +228,39 @@ def check_decoders(tmp: Path) -> None:
     finally:
         matvec.config_for, matvec._launch = gpu_config, launch
         matvec.FUSED_NORMS = False
+
+
+def check_static_decode_steps(tmp: Path) -> None:
+    """Float32 Llama and Qwen3 (per-head q/k norms, head size 24) decoding two tokens through a static cache, two
+    rows (one left-padded): with decode_attention.STEP_ON the steps' RoPE and cache writes run in the attention
+    kernel (each layer's launch counted), and the logits and caches equal those of the steps without it."""
+    ids = torch.randint(3, 90, (2, 9), generator=torch.Generator().manual_seed(6))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    gpu_config, launch, steps = matvec.config_for, decode_attention._launch, []
+    matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}  # as check_decoders
+    decode_attention._launch = lambda *args: steps.append(len(args) > 6 and args[6] is not None) or launch(*args)
+    try:
+        for family in ("llama", "qwen3"):
+            _, model = build(tmp / f"static-{family}", family)
+            runs = []
+            for on in (False, True):
+                decode_attention.STEP_ON = on
+                kv = StaticCache(model.config, 2, 16, torch.float32, "cpu")
+                with torch.no_grad():
+                    logits = [prefill_static(model, ids, mask, kv)]
+                    for t in range(2):
+                        token = logits[-1].argmax(-1, keepdim=True)  # (B, 1)
+                        logits.append(decode_static(model, token, mask.sum(1, keepdim=True) + t, kv))
+                runs.append((torch.stack(logits), torch.stack(kv.keys), torch.stack(kv.values)))
+            for plain, stepped, what in zip(*runs, ("logits", "keys", "values"), strict=True):
+                assert (plain - stepped).abs().max() <= 1e-5, (family, what, (plain - stepped).abs().max())
+            layers = model.config.num_hidden_layers
+            assert steps == [False] * 2 * layers + [True] * 2 * layers, (family, steps)  # off, then on
+            steps.clear()
+    finally:
+        matvec.config_for, decode_attention._launch = gpu_config, launch
+        decode_attention.STEP_ON = False
 
 
 def check_window_attention(tmp: Path) -> None:
@@ -249,11 +318,14 @@ if __name__ == "__main__":
     assert window_attention.ENABLED  # on by default (measured on an H100)
     assert not matvec.FUSED_NORMS  # off until measured on a GPU
     assert not window_attention.ROTATES  # likewise
+    assert not decode_attention.STEP_ON  # likewise
     check_kernels()
     check_float_kernels()
     check_norm_and_residual()
     check_decode_attention()
+    check_decode_step()
     with tempfile.TemporaryDirectory() as tmp:
         check_decoders(Path(tmp))
+        check_static_decode_steps(Path(tmp))
         check_window_attention(Path(tmp))
     print("interpreted kernels: ok")

@@ -169,6 +169,60 @@ def test_only_the_compiled_cuda_step_takes_the_decode_attention_kernel(tmp_path,
     assert torch.equal(compiled, eager)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_decode_step_against_the_torch_path(dtype, monkeypatch):
+    """decode_step's RoPE, cache write and attention against apply_rope + index_copy_ + float64 SDPA."""
+    from hfkit.nn.rope import apply_rope
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    torch.manual_seed(0)
+    B, nh, nkv, S, D, slot = 2, 32, 8, 384, 64, 200
+    q = torch.randn(B, nh, 1, D, device="cuda", dtype=dtype)
+    k, v = (torch.randn(B, nkv, 1, D, device="cuda", dtype=dtype) for _ in range(2))
+    keys, values = (torch.randn(B, nkv, S, D, device="cuda", dtype=dtype) for _ in range(2))
+    angles = (torch.rand(B, 1, D // 2, device="cuda") * 6).repeat(1, 1, 2)
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    mask = torch.rand(B, 1, 1, S, device="cuda") > 0.2
+    mask[..., slot] = True
+    at = torch.tensor([slot], device="cuda")
+    q_rot, k_rot = apply_rope(q, k, cos, sin, upcast=False)
+    expect_keys, expect_values = keys.clone().index_copy_(2, at, k_rot), values.clone().index_copy_(2, at, v)
+    ref = F.scaled_dot_product_attention(q_rot.double(), expect_keys.double().repeat_interleave(nh // nkv, 1),
+                                         expect_values.double().repeat_interleave(nh // nkv, 1), attn_mask=mask)
+    monkeypatch.setattr(decode_attention, "STEP_ON", True)
+    assert decode_attention.takes_step(q, k, cos, keys, mask)
+    out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, mask)
+    assert (out.double() - ref).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)
+    assert torch.equal(values, expect_values)
+    if dtype == torch.bfloat16:  # rounded as apply_rope rounds: bit for bit
+        assert torch.equal(keys, expect_keys)
+    else:  # (float32: the compiler may fuse a product and the sum)
+        torch.testing.assert_close(keys, expect_keys, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+def test_compiled_cuda_steps_with_the_step_kernel_decode_as_without(tmp_path, monkeypatch):
+    """With STEP_ON the compiled static-cache steps trace decode_step in and decode the tokens of the steps
+    without it."""
+    from hfkit.generation import generate_tokens
+
+    from .parity.test_decoder_matrix import build, left_padded
+
+    _, ours = build(tmp_path, "llama")
+    ours = ours.cuda()
+    ids, mask = (t.cuda() for t in left_padded())
+    plain = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True)
+    calls = []
+    kernel = decode_attention.decode_step
+    monkeypatch.setattr(decode_attention, "STEP_ON", True)
+    monkeypatch.setattr(decode_attention, "decode_step", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
+    torch._dynamo.reset()
+    stepped = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True)
+    assert calls  # traced into the step's graph
+    assert torch.equal(stepped, plain)
+
+
 def test_decode_attention_is_on_and_keeps_sdpa_on_the_cpu():
     """On by default (measured faster on an H100); CPU tensors, with no interpreter, keep SDPA."""
     assert decode_attention.ENABLED

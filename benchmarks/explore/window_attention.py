@@ -81,7 +81,7 @@ def whole_passes(repeats: int) -> None:
     seqs, real = make_ids(lengths, config.vocab_size), int(lengths.sum())
     batches = budget_batches(seqs, config.pad_token_id, LARGE_BUDGET)
     model.compile_layers()
-    torch._dynamo.config.cache_size_limit = 64  # a graph per layer kind and variant
+    torch._dynamo.config.recompile_limit = 64  # a graph per layer kind and variant
 
     def forward(kernel: bool, inside: bool):
         def run(batch):

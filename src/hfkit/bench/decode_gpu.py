@@ -1,6 +1,7 @@
 """Greedy decode throughput on one CUDA GPU: a Llama-3.2-1B-shaped model (random init, bf16), batch 1, 128-token
 prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, static +
-compiled with the layers' norms and residual additions inside the matvec kernels (matvec.FUSED_NORMS, a candidate),
+compiled with candidates not yet on by default (the layers' norms and residual additions inside the matvec kernels,
+matvec.FUSED_NORMS; the steps' RoPE and cache writes inside the attention kernel, decode_attention.STEP_ON; both),
 and static + compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
@@ -23,7 +24,7 @@ import transformers
 
 import hfkit
 from hfkit.generation import generate_tokens
-from hfkit.nn import matvec
+from hfkit.nn import decode_attention, matvec
 from hfkit.nn.quantize import quantize_weights_int8
 
 
@@ -75,12 +76,19 @@ def main(argv: list[str] | None = None):
     def ours_(cache, compile=False, model=ours):
         return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=None, cache=cache, compile=compile)
 
-    def fused_norms(n):  # the layers' RMSNorms and residual additions inside the matvec kernels (a candidate)
-        matvec.FUSED_NORMS = True
-        try:
-            return ours_("static", True, ours_fused)(n)
-        finally:
-            matvec.FUSED_NORMS = False
+    def candidate(*flags):  # (module, flag) switched on for the call: kernels not yet on by default
+        def run(n):
+            for module, flag in flags:
+                setattr(module, flag, True)
+            try:
+                return ours_("static", True, ours_fused)(n)
+            finally:
+                for module, flag in flags:
+                    setattr(module, flag, False)
+        return run
+
+    norms, step = (matvec, "FUSED_NORMS"), (decode_attention, "STEP_ON")
+    torch._dynamo.config.recompile_limit = 32  # the step recompiles for each model and flag set
 
     variants = {
         "transformers, dynamic cache": hf("dynamic"),
@@ -88,7 +96,9 @@ def main(argv: list[str] | None = None):
         "hfkit, dynamic cache": ours_("dynamic"),
         "hfkit, static cache": ours_("static"),
         "hfkit, static cache + compile (reduce-overhead)": ours_("static", True),
-        "hfkit, static cache + compile + fused norms (matvec.FUSED_NORMS)": fused_norms,
+        "hfkit, static cache + compile + fused norms (matvec.FUSED_NORMS)": candidate(norms),
+        "hfkit, static cache + compile + step kernel (decode_attention.STEP_ON)": candidate(step),
+        "hfkit, static cache + compile + fused norms + step kernel": candidate(norms, step),
         "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
     if args.only:
@@ -146,8 +156,8 @@ def main(argv: list[str] | None = None):
         f" random init, bf16, batch 1, prompt {args.prompt}, {args.new} new tokens, greedy; median of {args.repeats}"
         f" after {args.warmup} warm-up rounds.",
         "",
-        "| variant | decode tok/s | ms / token | prefill + 1 token (ms) | spread "
-        f"| leading new tokens equal to {base_name} |",
+        ("| variant | decode tok/s | ms / token | prefill + 1 token (ms) | spread "
+         f"| leading new tokens equal to {base_name} |"),
         "| --- | --- | --- | --- | --- | --- |",
         *[f"| {n} | {tps:.0f} | {ms:.3f} | {pre:.1f} | {sp:.1%} | {same} |" for n, tps, ms, pre, sp, same in rows],
         "",

@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--global-batch", type=int, default=32)
     parser.add_argument("--graphs", default="bert", help="workloads that also run compile mode='reduce-overhead'")
     parser.add_argument("--profile", metavar="DIR", help="write torch.profiler kernel tables of the hfkit variants")
+    parser.add_argument("--bf16-weights", action="store_true",
+                        help="also transformers and compiled hfkit on bfloat16 weights (autocast as well)")
+    parser.add_argument("--only", metavar="REGEX", help="only the variants whose label it finds")
     args = parser.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = True
     tmp = Path(tempfile.mkdtemp())
@@ -213,11 +216,19 @@ def main(argv: list[str] | None = None):
             "hfkit + compile (CUDA graphs)": (hfkit, "reduce-overhead", unmasked),
             "hfkit + compile (CUDA graphs) + ClippedAdamW": (hfkit, "reduce-overhead", unmasked),
         }
+        if args.bf16_weights:  # the same steps on bfloat16 weights (and optimizer states)
+            variants.update({f"{label}, bf16 weights": variants[label] for label in (
+                "transformers (sdpa)", "hfkit + torch.compile", "hfkit + torch.compile + ClippedAdamW")})
+        if args.only:  # (the transformers row stays: the ratios' baseline)
+            variants = {label: v for label, v in variants.items()
+                        if label == "transformers (sdpa)" or re.search(args.only, label)}
         results, loop_rates = {}, {}
         for label, (library, mode, inputs) in variants.items():
             if "graphs" in label and name not in args.graphs.split(","):
                 continue
             options = {"attn_implementation": "sdpa"} if library is transformers else {}
+            if label.endswith("bf16 weights"):
+                options["dtype"] = torch.bfloat16
             model = getattr(library, auto).from_pretrained(directory, **options)
             if mode:
                 model = torch.compile(model, mode=None if mode == "default" else mode)

@@ -57,6 +57,13 @@ class StaticCache:
             return keys, values
         return keys.index_select(2, self.order), values.index_select(2, self.order)  # newest last
 
+    def in_place(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(keys, values, slot) for a one-token step in slot order: a kernel may write the step's key and value at
+        `slot` (1,) itself (decode_attention.decode_step) in place of `update`; None for other steps."""
+        if self.step != 1 or self.order is not None:
+            return None
+        return self.keys[layer], self.values[layer], self.cache_position
+
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index`, in place (beam search)."""
         for t in (*self.keys, *self.values, self.mask):

@@ -24,7 +24,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from ..nn import matvec
+from ..nn import decode_attention, matvec
 from ..nn.activations import activation
 from ..nn.attention import causal_mask, grouped_attention, softcapped_attention
 from ..nn.mlp import MLPKind
@@ -138,6 +138,9 @@ class KVCache:
             self.values[layer] = torch.cat((self.values[layer], v), dim=-2)
         return self.keys[layer], self.values[layer]
 
+    def in_place(self, layer: int) -> None:
+        """A static cache's buffers for a kernel to write a step into (StaticCache.in_place); this one has none."""
+
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index` (beam search, dropping finished rows)."""
         self.keys = [k.index_select(0, index) for k in self.keys]
@@ -218,16 +221,28 @@ class Attention(nn.Module):
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, n, T, D)
-        if rope is not None:  # None: learned absolute positions, added to the embeddings (GPT-2)
-            q, k = partial_rope(q, k, *rope)
-        if cache is not None:
-            k, v = cache.update(layer, k, v)  # (B, nkv, S, D)
-        p = self.dropout if self.training else 0.0
-        if self.softcap is not None:
-            a = softcapped_attention(q, k, v, mask, self.softcap, self.scale, dropout_p=p)  # (B, nh, T, D)
-        else:
-            a = grouped_attention(q, k, v, mask, dropout_p=p, scale=self.scale)  # (B, nh, T, D)
+        a = self.decode_step(q, k, v, rope, mask, cache, layer)  # (B, nh, 1, D) or None
+        if a is None:
+            if rope is not None:  # None: learned absolute positions, added to the embeddings (GPT-2)
+                q, k = partial_rope(q, k, *rope)
+            if cache is not None:
+                k, v = cache.update(layer, k, v)  # (B, nkv, S, D)
+            p = self.dropout if self.training else 0.0
+            if self.softcap is not None:
+                a = softcapped_attention(q, k, v, mask, self.softcap, self.scale, dropout_p=p)  # (B, nh, T, D)
+            else:
+                a = grouped_attention(q, k, v, mask, dropout_p=p, scale=self.scale)  # (B, nh, T, D)
         return matvec.linear(self.o_proj, a.transpose(1, 2).reshape(B, T, -1), residual)
+
+    def decode_step(self, q, k, v, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor | None:
+        """A decode step's RoPE, cache write and attention in one kernel (decode_attention.decode_step) where the
+        cache lets the step write its slot in place and the kernel takes it; else None."""
+        if rope is None or cache is None or self.softcap is not None or self.training:
+            return None
+        target = cache.in_place(layer)  # (keys, values, slot) or None
+        if target is None or not decode_attention.takes_step(q, k, rope[0], target[0], mask):
+            return None
+        return decode_attention.decode_step(q, k, v, *rope, *target, mask, self.scale)
 
 
 def partial_rope(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):

@@ -35,6 +35,9 @@ if triton is not None:  # (the CPU wheels of torch come without Triton)
 ENABLED = True
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_CACHE = 8192  # longer caches keep SDPA until the kernel has been measured on them
+# decode_step: the step's RoPE and cache write inside the kernel (two of inductor's kernels a layer fewer, predicted);
+# off until measured on a GPU
+STEP_ON = False
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
@@ -48,36 +51,76 @@ def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout
 if triton is not None:
 
     @triton.jit
-    def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, top_ptr, total_ptr, S, NKV, chunk, scale_log2,
-                                 sq_b, sq_h, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, G: tl.constexpr, D: tl.constexpr,
-                                 HAS_MASK: tl.constexpr, UPCAST: tl.constexpr, BLOCK_G: tl.constexpr,
-                                 BLOCK_D: tl.constexpr, BLOCK_S: tl.constexpr):
+    def _rope(x1, x2, cos_ptr, sin_ptr, offs_h, ok_h, HALF: tl.constexpr):
+        """The halves of x (…, BLOCK_HALF) rotated by one position's angles, in x's dtype as the decoders' apply_rope
+        rounds them: x · cos + rotate_half(x) · sin, each product and the sum rounded."""
+        c1 = tl.load(cos_ptr + offs_h, mask=ok_h, other=0.0).to(tl.float32)
+        c2 = tl.load(cos_ptr + HALF + offs_h, mask=ok_h, other=0.0).to(tl.float32)
+        s1 = tl.load(sin_ptr + offs_h, mask=ok_h, other=0.0).to(tl.float32)
+        s2 = tl.load(sin_ptr + HALF + offs_h, mask=ok_h, other=0.0).to(tl.float32)
+        f1, f2, dtype = x1.to(tl.float32), x2.to(tl.float32), x1.dtype
+        r1 = (f1 * c1).to(dtype).to(tl.float32) + (-f2 * s1).to(dtype).to(tl.float32)
+        r2 = (f2 * c2).to(dtype).to(tl.float32) + (f1 * s2).to(dtype).to(tl.float32)
+        return r1.to(dtype), r2.to(dtype)
+
+    @triton.jit
+    def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, top_ptr, total_ptr, kn_ptr, vn_ptr, cos_ptr,
+                                 sin_ptr, slot_ptr, S, NKV, chunk, scale_log2, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b,
+                                 sv_h, sv_s, sm_b, skn_b, skn_h, svn_b, svn_h, G: tl.constexpr, D: tl.constexpr,
+                                 HAS_MASK: tl.constexpr, STEP: tl.constexpr, UPCAST: tl.constexpr,
+                                 BLOCK_G: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_S: tl.constexpr):
+        """q · kᵀ as q₁ · k₁ᵀ + q₂ · k₂ᵀ over the halves of D, so that STEP can rotate them in registers: q and
+        the step's key kn (unrotated) are rotated by cos/sin (B, D), and the key and value vn are written into the
+        cache at `slot` by the program whose split holds it, which also uses them in place of what the slot held."""
+        HALF: tl.constexpr = D // 2
         pid, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, h = pid // NKV, pid % NKV
         offs_g = tl.arange(0, BLOCK_G)  # (BLOCK_G,) query heads of the group (padded to 16 for tl.dot)
-        offs_d = tl.arange(0, BLOCK_D)  # (BLOCK_D,)
-        g_ok, d_ok = offs_g < G, offs_d < D
-        q = tl.load(q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_d[None, :],
-                    mask=g_ok[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_G, BLOCK_D)
-        if UPCAST:
-            q = q.to(tl.float32)
-        top = tl.full((BLOCK_G,), -1e30, tl.float32)  # running max in log2 units (finite: a masked block stays 0)
-        total = tl.zeros((BLOCK_G,), tl.float32)  # running softmax denominator
-        acc = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
-        precision: tl.constexpr = "ieee" if UPCAST else "tf32"  # (only float32 operands use it)
+        offs_h = tl.arange(0, BLOCK_HALF)  # (BLOCK_HALF,) features of a half
+        offs_d = tl.arange(0, 2 * BLOCK_HALF)  # (2·BLOCK_HALF,) features of v
+        g_ok, h_ok, d_ok = offs_g < G, offs_h < HALF, offs_d < D
+        q_at = q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_h[None, :]  # (BLOCK_G, BLOCK_HALF)
+        q1 = tl.load(q_at, mask=g_ok[:, None] & h_ok[None, :], other=0.0)
+        q2 = tl.load(q_at + HALF, mask=g_ok[:, None] & h_ok[None, :], other=0.0)
         start = split * chunk  # this split's keys: [start, end)
         end = tl.minimum(start + chunk, S)
+        slot = -1
+        if STEP:
+            q1, q2 = _rope(q1, q2, cos_ptr + b * D, sin_ptr + b * D, offs_h, h_ok, HALF)
+            kn_at = kn_ptr + b * skn_b + h * skn_h + offs_h  # (BLOCK_HALF,)
+            kn1, kn2 = _rope(tl.load(kn_at, mask=h_ok, other=0.0), tl.load(kn_at + HALF, mask=h_ok, other=0.0),
+                             cos_ptr + b * D, sin_ptr + b * D, offs_h, h_ok, HALF)
+            vn = tl.load(vn_ptr + b * svn_b + h * svn_h + offs_d, mask=d_ok, other=0.0)  # (2·BLOCK_HALF,)
+            slot = tl.load(slot_ptr)
+            if (slot >= start) & (slot < end):  # the split that holds the slot writes it
+                k_slot = k_ptr + b * sk_b + h * sk_h + slot * sk_s + offs_h
+                tl.store(k_slot, kn1, mask=h_ok)
+                tl.store(k_slot + HALF, kn2, mask=h_ok)
+                tl.store(v_ptr + b * sv_b + h * sv_h + slot * sv_s + offs_d, vn, mask=d_ok)
+        if UPCAST:
+            q1, q2 = q1.to(tl.float32), q2.to(tl.float32)
+        top = tl.full((BLOCK_G,), -1e30, tl.float32)  # running max in log2 units (finite: a masked block stays 0)
+        total = tl.zeros((BLOCK_G,), tl.float32)  # running softmax denominator
+        acc = tl.zeros((BLOCK_G, 2 * BLOCK_HALF), tl.float32)
+        precision: tl.constexpr = "ieee" if UPCAST else "tf32"  # (only float32 operands use it)
         while start < end:  # (a run-time bound; Triton's interpreter takes it as `while`, not as `range`)
             offs_s = start + tl.arange(0, BLOCK_S)  # (BLOCK_S,)
             keep = offs_s < end
             if HAS_MASK:
                 keep &= tl.load(mask_ptr + b * sm_b + offs_s, mask=keep, other=0) != 0
-            both = keep[:, None] & d_ok[None, :]
-            k = tl.load(k_ptr + b * sk_b + h * sk_h + offs_s[:, None] * sk_s + offs_d[None, :], mask=both, other=0.0)
-            v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_s[:, None] * sv_s + offs_d[None, :], mask=both, other=0.0)
+            k_at = k_ptr + b * sk_b + h * sk_h + offs_s[:, None] * sk_s + offs_h[None, :]  # (BLOCK_S, BLOCK_HALF)
+            k1 = tl.load(k_at, mask=keep[:, None] & h_ok[None, :], other=0.0)
+            k2 = tl.load(k_at + HALF, mask=keep[:, None] & h_ok[None, :], other=0.0)
+            v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_s[:, None] * sv_s + offs_d[None, :],
+                        mask=keep[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_S, 2·BLOCK_HALF)
+            if STEP:  # the slot's key and value as just written (its old contents were read)
+                fresh = (offs_s == slot)[:, None]
+                k1, k2 = tl.where(fresh, kn1[None, :], k1), tl.where(fresh, kn2[None, :], k2)
+                v = tl.where(fresh, vn[None, :], v)
             if UPCAST:
-                k, v = k.to(tl.float32), v.to(tl.float32)  # (BLOCK_S, BLOCK_D)
-            scores = tl.dot(q, tl.trans(k), input_precision=precision) * scale_log2  # (BLOCK_G, BLOCK_S) float32
+                k1, k2, v = k1.to(tl.float32), k2.to(tl.float32), v.to(tl.float32)
+            scores = tl.dot(q1, tl.trans(k1), input_precision=precision)  # (BLOCK_G, BLOCK_S) float32
+            scores = tl.dot(q2, tl.trans(k2), scores, input_precision=precision) * scale_log2
             top, total, acc = online_softmax_step(scores, keep[None, :], v, top, total, acc, precision)
             start += BLOCK_S
         row = (b * NKV * G + h * G + offs_g) * splits + split  # (BLOCK_G,) into (B, nh, splits)
@@ -90,10 +133,41 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
                      scale: float | None = None, splits: int | None = None) -> torch.Tensor:
     """q (B, nh, 1, D), k and v (B, nkv, S, D), mask None or bool (B | 1, 1, 1, S), True = attend → (B, nh, 1, D).
     splits: how many parts of the cache run side by side (None: enough for ~128 programs). Only where `applies`."""
+    splits = default_splits(q, k) if splits is None else splits
+    return merge(q, *decode_attention_splits(q, k, v, mask, scale_for(q, scale), splits))
+
+
+def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None,
+                scale: float | None = None, splits: int | None = None) -> torch.Tensor:
+    """A decode step's attention with its RoPE and cache write in the kernel: q (B, nh, 1, D) and the step's k, v
+    (B, nkv, 1, D), q and k not yet rotated; cos, sin (B, 1, D) the step's angles; keys, values (B, nkv, S, D) the
+    cache, the step's rotated key and value written at `slot` (1,) in place; mask as decode_attention's (the slot
+    included) → (B, nh, 1, D). Only where `takes_step`."""
+    splits = default_splits(q, keys) if splits is None else splits
+    return merge(q, *decode_step_splits(q, k, v, cos, sin, keys, values, slot, mask, scale_for(q, scale), splits))
+
+
+def takes_step(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, keys: torch.Tensor,
+               mask: torch.Tensor | None) -> bool:
+    """Whether decode_step runs: where `applies` to the cache (STEP_ON), for a full rotation (cos over all of D)
+    and a step key and cache of q's dtype."""
+    return (STEP_ON and applies(q, keys, mask, 0.0) and k.shape[2] == 1 and cos.shape[-1] == q.shape[-1]
+            and k.dtype == keys.dtype == q.dtype and not matvec.wants_grad(k))
+
+
+def default_splits(q: torch.Tensor, k: torch.Tensor) -> int:
+    """Enough parts of the cache for ~128 programs, at least a block each."""
     B, nkv, S, D = k.shape
-    if splits is None:
-        splits = max(1, min(triton.cdiv(S, _block_s(q.dtype, D)), 128 // (B * nkv)))
-    acc, top, total = decode_attention_splits(q, k, v, mask, D ** -0.5 if scale is None else scale, splits)
+    return max(1, min(triton.cdiv(S, _block_s(q.dtype, D)), 128 // (B * nkv)))
+
+
+def scale_for(q: torch.Tensor, scale: float | None) -> float:
+    return q.shape[-1] ** -0.5 if scale is None else scale
+
+
+def merge(q: torch.Tensor, acc: torch.Tensor, top: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
+    """The splits' sums (acc (B, nh, splits, D), top and total (B, nh, splits)) → (B, nh, 1, D) in q's dtype."""
     weight = torch.exp2(top - top.amax(dim=-1, keepdim=True))  # (B, nh, splits): each split's share
     denominator = (total * weight).sum(dim=-1, keepdim=True)  # (B, nh, 1); 0 for a query that sees no key
     out = (acc * weight[..., None]).sum(dim=-2) / torch.where(denominator > 0, denominator, 1.0)  # (B, nh, D)
@@ -105,34 +179,65 @@ def _block_s(dtype: torch.dtype, D: int) -> int:
     return max(16, (2048 if dtype == torch.float32 else 4096) // max(16, triton.next_power_of_2(D)))
 
 
-@torch.library.custom_op("hfkit::decode_attention_splits", mutates_args=())
-def decode_attention_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                            scale: float, splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kernel alone → per split: acc (B, nh, splits, D) unnormalised, top and total (B, nh, splits) float32.
-    A custom op, so that a compiled step calls the kernel as it is and fuses the merge after it."""
+def _launch(q, k, v, mask, scale, splits, step=None):
+    """The kernel → acc, top, total; step: (k_new, v_new, cos, sin, slot) for STEP."""
     B, nh, _, D = q.shape
     nkv, S = k.shape[1], k.shape[2]
-    q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
+    q = q if q.stride(-1) == 1 else q.contiguous()
     if mask is not None:
         mask = mask.reshape(mask.shape[0], S)
         if mask.stride(-1) != 1:
             mask = mask.contiguous()
     mask_arg = mask if mask is not None else q
     sm_b = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
+    if step is not None:
+        kn, vn, cos, sin, slot = step
+        kn, vn = (t if t.stride(-1) == 1 else t.contiguous() for t in (kn, vn))
+        cos, sin = (t.expand(B, 1, D).reshape(B, D).contiguous() for t in (cos, sin))  # (B, D)
+    else:
+        kn = vn = cos = sin = slot = q  # unused pointers
     G, block_s = nh // nkv, _block_s(q.dtype, D)
     chunk = triton.cdiv(triton.cdiv(S, block_s), splits) * block_s  # keys per split, whole blocks
     acc = torch.empty(B, nh, splits, D, dtype=torch.float32, device=q.device)
     top, total = (torch.empty(B, nh, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     _decode_attention_kernel[(B * nkv, splits)](
-        q, k, v, mask_arg, acc, top, total, S, nkv, chunk, scale * LOG2_E, q.stride(0), q.stride(1), k.stride(0),
-        k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b, G=G, D=D, HAS_MASK=mask is not None,
+        q, k, v, mask_arg, acc, top, total, kn, vn, cos, sin, slot, S, nkv, chunk, scale * LOG2_E, q.stride(0),
+        q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b, kn.stride(0),
+        kn.stride(1), vn.stride(0), vn.stride(1), G=G, D=D, HAS_MASK=mask is not None, STEP=step is not None,
         UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED, BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_D=max(16, triton.next_power_of_2(D)), BLOCK_S=block_s, num_warps=4)
+        BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, num_warps=4)
     return acc, top, total
+
+
+def _fake_splits(q, splits):
+    B, nh, _, D = q.shape
+    return (q.new_empty(B, nh, splits, D, dtype=torch.float32),
+            *(q.new_empty(B, nh, splits, dtype=torch.float32) for _ in range(2)))
+
+
+@torch.library.custom_op("hfkit::decode_attention_splits", mutates_args=())
+def decode_attention_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                            scale: float, splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel alone → per split: acc (B, nh, splits, D) unnormalised, top and total (B, nh, splits) float32.
+    A custom op, so that a compiled step calls the kernel as it is and fuses the merge after it."""
+    k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (k, v))
+    return _launch(q, k, v, mask, scale, splits)
 
 
 @decode_attention_splits.register_fake
 def _(q, k, v, mask, scale, splits):
-    B, nh, _, D = q.shape
-    return (q.new_empty(B, nh, splits, D, dtype=torch.float32),
-            *(q.new_empty(B, nh, splits, dtype=torch.float32) for _ in range(2)))
+    return _fake_splits(q, splits)
+
+
+@torch.library.custom_op("hfkit::decode_step_splits", mutates_args=("keys", "values"))
+def decode_step_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                       keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None,
+                       scale: float, splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """decode_attention_splits with STEP: the step's rotated key and value written into `keys`, `values` (each
+    with unit feature stride, as a cache's buffers are) at `slot`."""
+    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot))
+
+
+@decode_step_splits.register_fake
+def _(q, k, v, cos, sin, keys, values, slot, mask, scale, splits):
+    return _fake_splits(q, splits)
