@@ -174,6 +174,7 @@ def check_decode_step() -> None:
         ref = F.scaled_dot_product_attention(q_rot.double(), expect_keys.double().repeat_interleave(G, 1),
                                              expect_values.double().repeat_interleave(G, 1), attn_mask=mask, scale=0.3)
         assert decode_attention.applies(q, keys, mask, 0.0)
+        before = [t.clone() for t in (keys, values)]
         out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, mask, scale=0.3, splits=splits)
         error = (out.double() - ref).abs().max().item()
         assert out.shape == q.shape and out.dtype == dtype
@@ -183,6 +184,9 @@ def check_decode_step() -> None:
         bound = 1e-6 if dtype == torch.float32 else 3 * torch.finfo(dtype).eps
         assert ((keys - expect_keys).abs() / expect_keys.abs().clamp_min(1)).max() <= bound, (dtype, "keys")
         assert torch.equal(values, expect_values)
+    traced = torch.compile(decode_attention.decode_step, backend="aot_eager", fullgraph=True)  # no graph break
+    assert torch.equal(traced(q, k, v, cos, sin, *before, at, mask, scale=0.3, splits=splits), out)
+    assert torch.equal(before[0], keys) and torch.equal(before[1], values)  # the cache written in place
 
 
 def step_matches_torch_path(model, label: str, left_padded: bool) -> None:
