@@ -58,7 +58,8 @@ if triton is not None:
         c2 = tl.load(cos_ptr + HALF + offs_h, mask=ok_h, other=0.0).to(tl.float32)
         s1 = tl.load(sin_ptr + offs_h, mask=ok_h, other=0.0).to(tl.float32)
         s2 = tl.load(sin_ptr + HALF + offs_h, mask=ok_h, other=0.0).to(tl.float32)
-        f1, f2, dtype = x1.to(tl.float32), x2.to(tl.float32), x1.dtype
+        dtype = x1.dtype
+        f1, f2 = x1.to(tl.float32), x2.to(tl.float32)
         r1 = (f1 * c1).to(dtype).to(tl.float32) + (-f2 * s1).to(dtype).to(tl.float32)
         r2 = (f2 * c2).to(dtype).to(tl.float32) + (f1 * s2).to(dtype).to(tl.float32)
         return r1.to(dtype), r2.to(dtype)
