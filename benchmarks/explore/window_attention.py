@@ -114,12 +114,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--sweep", action="store_true", help="the kernel at every launch shape of SWEEP")
+    parser.add_argument("--alone", action="store_true", help="attention alone only, no whole passes")
     args = parser.parse_args()
     print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}")
     seqs = make_ids(make_lengths(), 50368)
     for budget in (TOKEN_BUDGET, LARGE_BUDGET):
         attention_alone(budget_batches(seqs, 0, budget)[0], args.sweep and budget == LARGE_BUDGET)
-    whole_passes(args.repeats)
+    if not args.alone:
+        whole_passes(args.repeats)
 
 
 if __name__ == "__main__":
