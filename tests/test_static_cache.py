@@ -156,3 +156,30 @@ def test_static_cache_compiles_by_default_on_cuda(tmp_path):
     default = generate_tokens(ours, ids, mask, max_new_tokens=24, cache="static")
     eager = generate_tokens(ours, ids, mask, max_new_tokens=24, cache="static", compile=False)
     assert torch.equal(default, eager)
+
+
+def test_a_compile_failure_leaves_other_models_compiled(monkeypatch):
+    """compiled_step falls back to the uncompiled step for the model whose compilation failed, and only for it."""
+    from hfkit.generation.static_cache import compiled_step
+
+    class Model:
+        def __init__(self, broken: bool):
+            self.broken = broken
+
+    compiled = []
+
+    def fake_compile(fn, options=None, fullgraph=True):
+        def run(model, *args):
+            if model.broken:
+                raise RuntimeError("this model does not compile")
+            compiled.append(model)
+            return fn(model, *args)
+        return run
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    step = compiled_step(lambda model, x: x + 1, torch.device("cuda"))
+    broken, working = Model(True), Model(False)
+    with pytest.warns(RuntimeWarning, match="does not compile"):
+        assert step(broken, 1) == 2  # both compiled forms failed: uncompiled
+    assert step(working, 1) == 2 and compiled == [working]
+    assert step(broken, 1) == 2 and step(working, 2) == 3 and compiled == [working, working]

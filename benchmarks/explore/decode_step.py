@@ -136,6 +136,7 @@ def main():
         decoder.grouped_attention = repeated_kv_attention if repeated else grouped_attention
         torch._dynamo.reset()
         static_cache._CHOSEN.clear()
+        static_cache._FORMS.clear()
         static_cache.STEP_OPTIONS.clear()
         static_cache.STEP_OPTIONS.update(SHIPPED, **parse_options(options))
         matvec.ENABLED = not label.startswith("before")

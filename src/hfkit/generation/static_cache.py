@@ -133,7 +133,10 @@ def warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-_CHOSEN: dict = {}  # step → its compiled form that worked, or the step itself after compile failures
+# model → {step: its compiled form that worked, or the step itself after compile failures}: a failure on one model
+# (or under one kernel switch) leaves other models' steps compiled
+_CHOSEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_FORMS: dict = {}  # step → its compiled forms, fullgraph=True first, then with graph breaks (shared by all models)
 # mode="reduce-overhead" (CUDA graphs) plus gpt-fast's coordinate-descent tuning of the generated kernels: on the H100
 # a Llama-1B-shaped bf16 step went from 1.66 to 1.36 ms (benchmarks/explore/decode_step.py). Tried and left off:
 # combo kernels (int8 step 1.204 → 1.150 ms but bf16 1.325 → 1.364 ms), programmatic dependent launch (int8 1.294 ms)
@@ -141,24 +144,27 @@ STEP_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True}
 
 
 def compiled_step(step, device: torch.device):
-    """`step` under torch.compile with CUDA graphs (STEP_OPTIONS) on CUDA; else, or if compiling fails, `step`
-    itself after one warning. Tries fullgraph=True first, then allows graph breaks; the choice is kept."""
+    """`step(model, ...)` under torch.compile with CUDA graphs (STEP_OPTIONS) on CUDA; else, or if compiling fails
+    for that model, `step` itself after one warning. Tries fullgraph=True first, then allows graph breaks; the choice
+    is kept per model."""
     if device.type != "cuda":
         warn_once("compile=True needs CUDA (CUDA graphs); decoding uncompiled.")
         return step
 
-    def run(*args):
-        if _CHOSEN.get(step) is step:
-            return step(*args)
-        tries = [_CHOSEN[step]] if step in _CHOSEN else [
-            torch.compile(step, options=STEP_OPTIONS, fullgraph=True),
-            torch.compile(step, options=STEP_OPTIONS, fullgraph=False)]
+    def run(model, *args):
+        chosen = _CHOSEN.setdefault(model, {})
+        if chosen.get(step) is step:
+            return step(model, *args)
+        if step not in _FORMS:
+            _FORMS[step] = [torch.compile(step, options=STEP_OPTIONS, fullgraph=True),
+                            torch.compile(step, options=STEP_OPTIONS, fullgraph=False)]
+        tries = [chosen[step]] if step in chosen else _FORMS[step]
         for i, fn in enumerate(tries):
             try:
                 torch.compiler.cudagraph_mark_step_begin()
                 with torch.device(device):  # tensors the model makes (RoPE tables) born on the GPU: no host copies
-                    out = fn(*args)
-                _CHOSEN[step] = fn
+                    out = fn(model, *args)
+                chosen[step] = fn
                 return out
             except Exception as error:  # noqa: BLE001 — any compiler failure falls back
                 what = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -166,7 +172,7 @@ def compiled_step(step, device: torch.device):
                     warn_once(f"torch.compile(fullgraph=True) failed ({what}); compiling with graph breaks.")
                 else:
                     warn_once(f"torch.compile failed ({what}); decoding uncompiled.")
-        _CHOSEN[step] = step
-        return step(*args)
+        chosen[step] = step
+        return step(model, *args)
 
     return run
