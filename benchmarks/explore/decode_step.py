@@ -5,12 +5,13 @@ per token) alone in a tight loop; (c) the same with q|k|v and gate|up fused into
 in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8. --before: also the step without
 `nn.matvec`'s kernels and with K/V repeated per query head for SDPA in the same process (bf16: cuBLAS / inductor
 products; --int8: the int8 step as the third session had it, unstacked layers and inductor's products), and the
-shipped step with K/V repeated for SDPA (and, with --attention-kernel, which switches `nn.decode_attention` on for
-the main variants, with SDPA's folded query heads instead of the kernel); --profile: the kernels of
-50 step replays; --options: inductor options added to STEP_OPTIONS, one variant per argument (KEY=VALUE[,KEY=VALUE]), each
-compiled afresh in this process, e.g. `--options "" combo_kernels=True triton.enable_pdl=True`.
+shipped step with K/V repeated for SDPA (and, with --attention-kernel, with SDPA's folded query heads instead of
+`nn.decode_attention`); --candidates: also the step with each kernel switch that is not yet on by default
+(CANDIDATES); --profile: the kernels of 50 step replays; --options: inductor options added to STEP_OPTIONS, one
+variant per argument (KEY=VALUE[,KEY=VALUE]), each compiled afresh in this process, e.g.
+`--options "" combo_kernels=True triton.enable_pdl=True`.
 
-    PYTHONPATH=src python benchmarks/explore/decode_step.py [--int8] [--fused] [--profile] [--options ...]
+    PYTHONPATH=src python benchmarks/explore/decode_step.py [--int8] [--fused] [--candidates] [--profile] [--options ...]
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def main():
     parser.add_argument("--options", nargs="*", default=[""], help="inductor option sets, one variant each")
     parser.add_argument("--only", help="regular expression: only the variants whose label it finds")
     parser.add_argument("--attention-kernel", action="store_true",
-                        help="switch nn.decode_attention on (opt-in) for the main variants; --before adds SDPA's")
+                        help="with --before, also the step with SDPA instead of nn.decode_attention (on by default)")
+    parser.add_argument("--candidates", action="store_true",
+                        help="also the kernels not yet on by default: " + ", ".join(CANDIDATES))
     args = parser.parse_args()
     torch.manual_seed(0)
     config = llama_1b_config()
@@ -119,6 +122,8 @@ def main():
     ids = torch.randint(5, config.vocab_size - 1, (1, 128), generator=torch.Generator().manual_seed(1)).cuda()
     mask = torch.ones_like(ids)
     variants = [(f"separate projections, options {o or 'as shipped'}", o, lambda: None) for o in args.options]
+    if args.candidates:
+        variants += [(label, "", lambda: None) for label in CANDIDATES]
     if args.fused and not args.int8:
         variants.append(("fused q|k|v, gate|up", "", lambda: fuse(model)))
     if args.before and args.attention_kernel:
@@ -132,7 +137,9 @@ def main():
             continue
         prepare()
         repeated = label.startswith(("K/V", "before"))
-        decode_attention.ENABLED = args.attention_kernel and not label.startswith(("SDPA", "K/V", "before"))
+        decode_attention.ENABLED = not label.startswith(("SDPA", "K/V", "before"))
+        for module, flag in {f for flags in CANDIDATES.values() for f in flags}:
+            setattr(module, flag, (module, flag) in CANDIDATES.get(label, ()))
         decoder.grouped_attention = repeated_kv_attention if repeated else grouped_attention
         torch._dynamo.reset()
         static_cache._CHOSEN.clear()
@@ -144,6 +151,11 @@ def main():
 
 
 SHIPPED = dict(static_cache.STEP_OPTIONS)
+CANDIDATES = {  # label → the switches it turns on
+    "fused norms (matvec.FUSED_NORMS)": [(matvec, "FUSED_NORMS")],
+    "step kernel (decode_attention.STEP_ON)": [(decode_attention, "STEP_ON")],
+    "fused norms + step kernel": [(matvec, "FUSED_NORMS"), (decode_attention, "STEP_ON")],
+}
 
 
 def repeated_kv_attention(q, k, v, mask, dropout_p=0.0, scale=None):
