@@ -151,13 +151,13 @@ def check_decode_attention() -> None:
 
 
 def check_decode_step() -> None:
-    """decode_step (RoPE, the cache write and attention in one kernel) against the torch path: q and the step's k
-    rotated by apply_rope as the decoders round it, k and v written at the slot, float64 SDPA over the cache; the
-    cache's other slots untouched."""
+    """decode_step (RoPE, the cache write, attention and the splits' merge in one kernel) against the torch path: q
+    and the step's k rotated by apply_rope as the decoders round it, k and v written at the slot, float64 SDPA over
+    the cache; the cache's other slots untouched, the split counts back at zero (more splits than blocks too)."""
     gen = torch.Generator().manual_seed(5)
     for B, nh, nkv, S, D, slot, dtype, splits in [(2, 8, 2, 40, 64, 17, torch.float32, 3),
                                                   (1, 4, 4, 33, 24, 32, torch.bfloat16, None),
-                                                  (3, 6, 1, 20, 32, 0, torch.float32, 1)]:
+                                                  (3, 6, 1, 20, 32, 0, torch.float32, 4)]:
         q = torch.randn(B, nh, 1, D, generator=gen).to(dtype)
         k, v = (torch.randn(B, nkv, 1, D, generator=gen).to(dtype) for _ in range(2))
         keys, values = (torch.randn(B, nkv, S, D, generator=gen).to(dtype) for _ in range(2))
@@ -175,7 +175,10 @@ def check_decode_step() -> None:
                                              expect_values.double().repeat_interleave(G, 1), attn_mask=mask, scale=0.3)
         assert decode_attention.applies(q, keys, mask, 0.0)
         before = [t.clone() for t in (keys, values)]
-        out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, mask, scale=0.3, splits=splits)
+        counts = torch.zeros(B * nkv, dtype=torch.int32)
+        out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, counts, mask, scale=0.3,
+                                           splits=splits)
+        assert not counts.any()
         error = (out.double() - ref).abs().max().item()
         assert out.shape == q.shape and out.dtype == dtype
         # bf16: the interpreter truncates the rotation's three roundings where torch rounds to nearest (a GPU
@@ -185,7 +188,7 @@ def check_decode_step() -> None:
         assert ((keys - expect_keys).abs() / expect_keys.abs().clamp_min(1)).max() <= bound, (dtype, "keys")
         assert torch.equal(values, expect_values)
     traced = torch.compile(decode_attention.decode_step, backend="aot_eager", fullgraph=True)  # no graph break
-    assert torch.equal(traced(q, k, v, cos, sin, *before, at, mask, scale=0.3, splits=splits), out)
+    assert torch.equal(traced(q, k, v, cos, sin, *before, at, counts, mask, scale=0.3, splits=splits), out)
     assert torch.equal(before[0], keys) and torch.equal(before[1], values)  # the cache written in place
 
 

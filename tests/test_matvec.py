@@ -172,7 +172,7 @@ def test_only_the_compiled_cuda_step_takes_the_decode_attention_kernel(tmp_path,
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_decode_step_against_the_torch_path(dtype, monkeypatch):
-    """decode_step's RoPE, cache write and attention against apply_rope + index_copy_ + float64 SDPA."""
+    """decode_step's RoPE, cache write, attention and merge against apply_rope + index_copy_ + float64 SDPA."""
     from hfkit.nn.rope import apply_rope
 
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
@@ -192,8 +192,11 @@ def test_cuda_decode_step_against_the_torch_path(dtype, monkeypatch):
                                          expect_values.double().repeat_interleave(nh // nkv, 1), attn_mask=mask)
     monkeypatch.setattr(decode_attention, "STEP_ON", True)
     assert decode_attention.takes_step(q, k, cos, keys, mask)
-    out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, mask)
-    assert (out.double() - ref).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)
+    counts = torch.zeros(B * nkv, dtype=torch.int32, device="cuda")
+    for _ in range(2):  # the second call finds the counts back at zero and the slot written
+        out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, counts, mask)
+        assert not counts.any()
+        assert (out.double() - ref).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)
     assert torch.equal(values, expect_values)
     if dtype == torch.bfloat16:  # rounded as apply_rope rounds: bit for bit
         assert torch.equal(keys, expect_keys)

@@ -41,8 +41,9 @@ class StaticCache:
         self.order: torch.Tensor | None = None  # (L,) slot shown at each key index, None: slot order
         self.windowed = any(w is not None for w in layer_windows(model_config))
         self.max_len, self.step = max_len, 0
+        self.counts = torch.zeros(batch * nkv, dtype=torch.int32, device=device)  # decode_step's, kept at zero
         if hasattr(torch, "_dynamo"):  # fixed addresses: CUDA graphs may mutate them in place
-            for t in (*self.keys, *self.values, self.mask, self.filled, self.slots):
+            for t in (*self.keys, *self.values, self.mask, self.filled, self.slots, self.counts):
                 torch._dynamo.mark_static_address(t)
 
     # --- the decoder's interface -----------------------------------------------------------------------------
@@ -57,12 +58,13 @@ class StaticCache:
             return keys, values
         return keys.index_select(2, self.order), values.index_select(2, self.order)  # newest last
 
-    def in_place(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        """(keys, values, slot) for a one-token step in slot order: a kernel may write the step's key and value at
-        `slot` (1,) itself (decode_attention.decode_step) in place of `update`; None for other steps."""
+    def in_place(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """(keys, values, slot, counts) for a one-token step in slot order: a kernel may write the step's key and
+        value at `slot` (1,) itself (decode_attention.decode_step, which also counts its programs in `counts` and
+        leaves them at zero) in place of `update`; None for other steps."""
         if self.step != 1 or self.order is not None:
             return None
-        return self.keys[layer], self.values[layer], self.cache_position
+        return self.keys[layer], self.values[layer], self.cache_position, self.counts
 
     def reorder(self, index: torch.Tensor) -> None:
         """Keep batch rows `index`, in place (beam search)."""

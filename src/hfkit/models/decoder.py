@@ -235,11 +235,12 @@ class Attention(nn.Module):
         return matvec.linear(self.o_proj, a.transpose(1, 2).reshape(B, T, -1), residual)
 
     def decode_step(self, q, k, v, rope, mask, cache: KVCache | None, layer: int) -> torch.Tensor | None:
-        """A decode step's RoPE, cache write and attention in one kernel (decode_attention.decode_step) where the
-        cache lets the step write its slot in place and the kernel takes it; else None."""
+        """A decode step's RoPE, cache write and attention (its splits merged) in one kernel
+        (decode_attention.decode_step) where the cache lets the step write its slot in place and the kernel takes
+        it; else None."""
         if rope is None or cache is None or self.softcap is not None or self.training:
             return None
-        target = cache.in_place(layer)  # (keys, values, slot) or None
+        target = cache.in_place(layer)  # (keys, values, slot, counts) or None
         if target is None or not decode_attention.takes_step(q, k, rope[0], target[0], mask):
             return None
         return decode_attention.decode_step(q, k, v, *rope, *target, mask, self.scale)

@@ -66,13 +66,16 @@ if triton is not None:
 
     @triton.jit
     def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, top_ptr, total_ptr, kn_ptr, vn_ptr, cos_ptr,
-                                 sin_ptr, slot_ptr, S, NKV, chunk, scale_log2, sq_b, sq_h, sk_b, sk_h, sk_s, sv_b,
-                                 sv_h, sv_s, sm_b, skn_b, skn_h, svn_b, svn_h, G: tl.constexpr, D: tl.constexpr,
-                                 HAS_MASK: tl.constexpr, STEP: tl.constexpr, UPCAST: tl.constexpr,
-                                 BLOCK_G: tl.constexpr, BLOCK_HALF: tl.constexpr, BLOCK_S: tl.constexpr):
+                                 sin_ptr, slot_ptr, out_ptr, count_ptr, S, NKV, chunk, scale_log2, sq_b, sq_h, sk_b,
+                                 sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, skn_b, skn_h, svn_b, svn_h,
+                                 G: tl.constexpr, D: tl.constexpr, HAS_MASK: tl.constexpr, STEP: tl.constexpr,
+                                 UPCAST: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_HALF: tl.constexpr,
+                                 BLOCK_S: tl.constexpr):
         """q · kᵀ as q₁ · k₁ᵀ + q₂ · k₂ᵀ over the halves of D, so that STEP can rotate them in registers: q and
         the step's key kn (unrotated) are rotated by cos/sin (B, D), and the key and value vn are written into the
-        cache at `slot` by the program whose split holds it, which also uses them in place of what the slot held."""
+        cache at `slot` by the program whose split holds it, which also uses them in place of what the slot held.
+        STEP also merges the splits: the last program of a (sequence, key/value head) to finish, counted in
+        count_ptr, writes the output (B, nh, D) and sets its count back to 0."""
         HALF: tl.constexpr = D // 2
         pid, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, h = pid // NKV, pid % NKV
@@ -128,6 +131,40 @@ if triton is not None:
         tl.store(acc_ptr + row[:, None] * D + offs_d[None, :], acc, mask=g_ok[:, None] & d_ok[None, :])
         tl.store(top_ptr + row, top, mask=g_ok)
         tl.store(total_ptr + row, total, mask=g_ok)
+        if STEP:
+            tl.debug_barrier()  # every thread's part of this split is stored before the count says so
+            if tl.atomic_add(count_ptr + pid, 1, sem="acq_rel") == splits - 1:  # the other splits are stored
+                heads = b * NKV * G + h * G + offs_g  # (BLOCK_G,) rows of (B·nh)
+                _merge_splits(acc_ptr, top_ptr, total_ptr, out_ptr, heads, splits, g_ok, d_ok, D, BLOCK_G,
+                              2 * BLOCK_HALF)
+                tl.atomic_xchg(count_ptr + pid, 0)  # ready for the next step (a CUDA graph replays the launch)
+
+    @triton.jit
+    def _merge_splits(acc_ptr, top_ptr, total_ptr, out_ptr, heads, splits, g_ok, d_ok, D: tl.constexpr,
+                      BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr):
+        """out[heads] (BLOCK_G, D) from the splits' unnormalised sums, each weighted by exp2(its max - the overall
+        max), as `merge` computes it. The loads bypass L1: other multiprocessors stored them."""
+        offs_d = tl.arange(0, BLOCK_D)
+        best = tl.full((BLOCK_G,), -1e30, tl.float32)
+        split = 0
+        while split < splits:
+            best = tl.maximum(best, tl.load(top_ptr + heads * splits + split, mask=g_ok, other=-1e30,
+                                            cache_modifier=".cg"))
+            split += 1
+        denominator = tl.zeros((BLOCK_G,), tl.float32)
+        numerator = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
+        split = 0
+        while split < splits:
+            at = heads * splits + split  # (BLOCK_G,)
+            weight = tl.exp2(tl.load(top_ptr + at, mask=g_ok, other=-1e30, cache_modifier=".cg") - best)
+            denominator += tl.load(total_ptr + at, mask=g_ok, other=0.0, cache_modifier=".cg") * weight
+            part = tl.load(acc_ptr + at[:, None] * D + offs_d[None, :], mask=g_ok[:, None] & d_ok[None, :],
+                           other=0.0, cache_modifier=".cg")  # (BLOCK_G, BLOCK_D)
+            numerator += part * weight[:, None]
+            split += 1
+        out = numerator / tl.where(denominator > 0, denominator, 1.0)[:, None]  # 0 for a query that sees no key
+        tl.store(out_ptr + heads[:, None] * D + offs_d[None, :], out.to(out_ptr.dtype.element_ty),
+                 mask=g_ok[:, None] & d_ok[None, :])
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -139,14 +176,15 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None,
-                scale: float | None = None, splits: int | None = None) -> torch.Tensor:
-    """A decode step's attention with its RoPE and cache write in the kernel: q (B, nh, 1, D) and the step's k, v
-    (B, nkv, 1, D), q and k not yet rotated; cos, sin (B, 1, D) the step's angles; keys, values (B, nkv, S, D) the
-    cache, the step's rotated key and value written at `slot` (1,) in place; mask as decode_attention's (the slot
-    included) → (B, nh, 1, D). Only where `takes_step`."""
+                keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, counts: torch.Tensor,
+                mask: torch.Tensor | None, scale: float | None = None, splits: int | None = None) -> torch.Tensor:
+    """A decode step's attention with its RoPE, cache write and merge in the kernel: q (B, nh, 1, D) and the step's
+    k, v (B, nkv, 1, D), q and k not yet rotated; cos, sin (B, 1, D) the step's angles; keys, values (B, nkv, S, D)
+    the cache, the step's rotated key and value written at `slot` (1,) in place; counts (≥ B·nkv,) int32 zeros,
+    left zero (the splits finished so far); mask as decode_attention's (the slot included) → (B, nh, 1, D). Only
+    where `takes_step`."""
     splits = default_splits(q, keys) if splits is None else splits
-    return merge(q, *decode_step_splits(q, k, v, cos, sin, keys, values, slot, mask, scale_for(q, scale), splits))
+    return decode_step_op(q, k, v, cos, sin, keys, values, slot, counts, mask, scale_for(q, scale), splits)
 
 
 def takes_step(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, keys: torch.Tensor,
@@ -181,7 +219,8 @@ def _block_s(dtype: torch.dtype, D: int) -> int:
 
 
 def _launch(q, k, v, mask, scale, splits, step=None):
-    """The kernel → acc, top, total; step: (k_new, v_new, cos, sin, slot) for STEP."""
+    """The kernel → acc, top, total and the output; step: (k_new, v_new, cos, sin, slot, counts) for STEP, which
+    writes the output (else empty)."""
     B, nh, _, D = q.shape
     nkv, S = k.shape[1], k.shape[2]
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -192,22 +231,24 @@ def _launch(q, k, v, mask, scale, splits, step=None):
     mask_arg = mask if mask is not None else q
     sm_b = mask.stride(0) if mask is not None and mask.shape[0] > 1 else 0
     if step is not None:
-        kn, vn, cos, sin, slot = step
+        kn, vn, cos, sin, slot, counts = step
         kn, vn = (t if t.stride(-1) == 1 else t.contiguous() for t in (kn, vn))
         cos, sin = (t.expand(B, 1, D).reshape(B, D).contiguous() for t in (cos, sin))  # (B, D)
+        out = torch.empty(B, nh, 1, D, dtype=q.dtype, device=q.device)
     else:
-        kn = vn = cos = sin = slot = q  # unused pointers
+        kn = vn = cos = sin = slot = counts = out = q  # unused pointers
     G, block_s = nh // nkv, _block_s(q.dtype, D)
     chunk = triton.cdiv(triton.cdiv(S, block_s), splits) * block_s  # keys per split, whole blocks
     acc = torch.empty(B, nh, splits, D, dtype=torch.float32, device=q.device)
     top, total = (torch.empty(B, nh, splits, dtype=torch.float32, device=q.device) for _ in range(2))
     _decode_attention_kernel[(B * nkv, splits)](
-        q, k, v, mask_arg, acc, top, total, kn, vn, cos, sin, slot, S, nkv, chunk, scale * LOG2_E, q.stride(0),
-        q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b, kn.stride(0),
-        kn.stride(1), vn.stride(0), vn.stride(1), G=G, D=D, HAS_MASK=mask is not None, STEP=step is not None,
-        UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED, BLOCK_G=max(16, triton.next_power_of_2(G)),
+        q, k, v, mask_arg, acc, top, total, kn, vn, cos, sin, slot, out, counts, S, nkv, chunk, scale * LOG2_E,
+        q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2), sm_b,
+        kn.stride(0), kn.stride(1), vn.stride(0), vn.stride(1), G=G, D=D, HAS_MASK=mask is not None,
+        STEP=step is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED,
+        BLOCK_G=max(16, triton.next_power_of_2(G)),
         BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, num_warps=4)
-    return acc, top, total
+    return acc, top, total, out
 
 
 def _fake_splits(q, splits):
@@ -222,7 +263,7 @@ def decode_attention_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m
     """The kernel alone → per split: acc (B, nh, splits, D) unnormalised, top and total (B, nh, splits) float32.
     A custom op, so that a compiled step calls the kernel as it is and fuses the merge after it."""
     k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (k, v))
-    return _launch(q, k, v, mask, scale, splits)
+    return _launch(q, k, v, mask, scale, splits)[:3]
 
 
 @decode_attention_splits.register_fake
@@ -230,15 +271,15 @@ def _(q, k, v, mask, scale, splits):
     return _fake_splits(q, splits)
 
 
-@torch.library.custom_op("hfkit::decode_step_splits", mutates_args=("keys", "values"))
-def decode_step_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                       keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, mask: torch.Tensor | None,
-                       scale: float, splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """decode_attention_splits with STEP: the step's rotated key and value written into `keys`, `values` (each
-    with unit feature stride, as a cache's buffers are) at `slot`."""
-    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot))
+@torch.library.custom_op("hfkit::decode_step", mutates_args=("keys", "values", "counts"))
+def decode_step_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, counts: torch.Tensor,
+                   mask: torch.Tensor | None, scale: float, splits: int) -> torch.Tensor:
+    """The STEP kernel: the step's rotated key and value written into `keys`, `values` (each with unit feature
+    stride, as a cache's buffers are) at `slot`, the splits merged in the kernel → (B, nh, 1, D)."""
+    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot, counts))[3]
 
 
-@decode_step_splits.register_fake
-def _(q, k, v, cos, sin, keys, values, slot, mask, scale, splits):
-    return _fake_splits(q, splits)
+@decode_step_op.register_fake
+def _(q, k, v, cos, sin, keys, values, slot, counts, mask, scale, splits):
+    return torch.empty_like(q, memory_format=torch.contiguous_format)
