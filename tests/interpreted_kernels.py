@@ -150,34 +150,41 @@ def check_decode_attention() -> None:
     assert not decode_attention.applies(q, k, torch.zeros(1, 2, 1, 5, dtype=torch.bool), 0.0)  # a mask per head
 
 
+def decode_step_case(B: int, nh: int, nkv: int, S: int, D: int, slot: int, dtype: torch.dtype, scale: float,
+                     gen: torch.Generator, device: str = "cpu") -> tuple[tuple, tuple]:
+    """A decode step's random inputs (q, k, v, cos, sin, keys, values, slot, counts, mask) for decode_step, and what
+    the torch path makes of them: (keys, values) with q and k rotated by apply_rope as the decoders round it and
+    written at the slot, and float64 SDPA of the rotated q over them."""
+    make = lambda *shape: torch.randn(*shape, generator=gen).to(device=device, dtype=dtype)
+    q, k, v = make(B, nh, 1, D), make(B, nkv, 1, D), make(B, nkv, 1, D)
+    keys, values = make(B, nkv, S, D), make(B, nkv, S, D)
+    angles = (torch.rand(B, 1, D // 2, generator=gen) * 6).repeat(1, 1, 2).to(device)  # (B, 1, D) as rope tables
+    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
+    mask = (torch.rand(B, 1, 1, S, generator=gen) > 0.3).to(device)
+    mask[..., slot] = True
+    at = torch.tensor([slot], device=device)
+    q_rot, k_rot = apply_rope(q, k, cos, sin, upcast=False)
+    expect_keys, expect_values = keys.clone().index_copy_(2, at, k_rot), values.clone().index_copy_(2, at, v)
+    G = nh // nkv
+    ref = F.scaled_dot_product_attention(q_rot.double(), expect_keys.double().repeat_interleave(G, 1),
+                                         expect_values.double().repeat_interleave(G, 1), attn_mask=mask, scale=scale)
+    counts = torch.zeros(B * nkv, dtype=torch.int32, device=device)
+    return (q, k, v, cos, sin, keys, values, at, counts, mask), (expect_keys, expect_values, ref)
+
+
 def check_decode_step() -> None:
-    """decode_step (RoPE, the cache write, attention and the splits' merge in one kernel) against the torch path: q
-    and the step's k rotated by apply_rope as the decoders round it, k and v written at the slot, float64 SDPA over
-    the cache; the cache's other slots untouched, the split counts back at zero (more splits than blocks too)."""
+    """decode_step (RoPE, the cache write, attention and the splits' merge in one kernel) against the torch path
+    (decode_step_case); the cache's other slots untouched, the split counts back at zero (more splits than blocks
+    too)."""
     gen = torch.Generator().manual_seed(5)
     for B, nh, nkv, S, D, slot, dtype, splits in [(2, 8, 2, 40, 64, 17, torch.float32, 3),
                                                   (1, 4, 4, 33, 24, 32, torch.bfloat16, None),
                                                   (3, 6, 1, 20, 32, 0, torch.float32, 4)]:
-        q = torch.randn(B, nh, 1, D, generator=gen).to(dtype)
-        k, v = (torch.randn(B, nkv, 1, D, generator=gen).to(dtype) for _ in range(2))
-        keys, values = (torch.randn(B, nkv, S, D, generator=gen).to(dtype) for _ in range(2))
-        angles = torch.rand(B, 1, D // 2, generator=gen).repeat(1, 1, 2) * 6  # (B, 1, D) as rope tables are
-        cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
-        mask = torch.rand(B, 1, 1, S, generator=gen) > 0.3
-        mask[..., slot] = True
-        at = torch.tensor([slot])
-        expect_keys, expect_values = keys.clone(), values.clone()
-        q_rot, k_rot = apply_rope(q, k, cos, sin, upcast=False)
-        expect_keys.index_copy_(2, at, k_rot)
-        expect_values.index_copy_(2, at, v)
-        G = nh // nkv
-        ref = F.scaled_dot_product_attention(q_rot.double(), expect_keys.double().repeat_interleave(G, 1),
-                                             expect_values.double().repeat_interleave(G, 1), attn_mask=mask, scale=0.3)
+        inputs, (expect_keys, expect_values, ref) = decode_step_case(B, nh, nkv, S, D, slot, dtype, 0.3, gen)
+        q, _, _, _, _, keys, values, _, counts, mask = inputs
         assert decode_attention.applies(q, keys, mask, 0.0)
         before = [t.clone() for t in (keys, values)]
-        counts = torch.zeros(B * nkv, dtype=torch.int32)
-        out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, counts, mask, scale=0.3,
-                                           splits=splits)
+        out = decode_attention.decode_step(*inputs, scale=0.3, splits=splits)
         assert not counts.any()
         error = (out.double() - ref).abs().max().item()
         assert out.shape == q.shape and out.dtype == dtype
@@ -188,7 +195,8 @@ def check_decode_step() -> None:
         assert ((keys - expect_keys).abs() / expect_keys.abs().clamp_min(1)).max() <= bound, (dtype, "keys")
         assert torch.equal(values, expect_values)
     traced = torch.compile(decode_attention.decode_step, backend="aot_eager", fullgraph=True)  # no graph break
-    assert torch.equal(traced(q, k, v, cos, sin, *before, at, counts, mask, scale=0.3, splits=splits), out)
+    again = (*inputs[:5], *before, *inputs[7:])  # the cache as it was before the step
+    assert torch.equal(traced(*again, scale=0.3, splits=splits), out)
     assert torch.equal(before[0], keys) and torch.equal(before[1], values)  # the cache written in place
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from hfkit.nn import decode_attention, matvec
 
-from .interpreted_kernels import ACTS
+from .interpreted_kernels import ACTS, decode_step_case
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,28 +173,15 @@ def test_only_the_compiled_cuda_step_takes_the_decode_attention_kernel(tmp_path,
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_cuda_decode_step_against_the_torch_path(dtype, monkeypatch):
     """decode_step's RoPE, cache write, attention and merge against apply_rope + index_copy_ + float64 SDPA."""
-    from hfkit.nn.rope import apply_rope
-
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
-    torch.manual_seed(0)
-    B, nh, nkv, S, D, slot = 2, 32, 8, 384, 64, 200
-    q = torch.randn(B, nh, 1, D, device="cuda", dtype=dtype)
-    k, v = (torch.randn(B, nkv, 1, D, device="cuda", dtype=dtype) for _ in range(2))
-    keys, values = (torch.randn(B, nkv, S, D, device="cuda", dtype=dtype) for _ in range(2))
-    angles = (torch.rand(B, 1, D // 2, device="cuda") * 6).repeat(1, 1, 2)
-    cos, sin = angles.cos().to(dtype), angles.sin().to(dtype)
-    mask = torch.rand(B, 1, 1, S, device="cuda") > 0.2
-    mask[..., slot] = True
-    at = torch.tensor([slot], device="cuda")
-    q_rot, k_rot = apply_rope(q, k, cos, sin, upcast=False)
-    expect_keys, expect_values = keys.clone().index_copy_(2, at, k_rot), values.clone().index_copy_(2, at, v)
-    ref = F.scaled_dot_product_attention(q_rot.double(), expect_keys.double().repeat_interleave(nh // nkv, 1),
-                                         expect_values.double().repeat_interleave(nh // nkv, 1), attn_mask=mask)
+    B, nh, nkv, S, D = 2, 32, 8, 384, 64
+    inputs, (expect_keys, expect_values, ref) = decode_step_case(B, nh, nkv, S, D, 200, dtype, D ** -0.5,
+                                                                 torch.Generator().manual_seed(0), "cuda")
+    q, k, _, cos, _, keys, values, _, counts, mask = inputs
     monkeypatch.setattr(decode_attention, "STEP_ON", True)
     assert decode_attention.takes_step(q, k, cos, keys, mask)
-    counts = torch.zeros(B * nkv, dtype=torch.int32, device="cuda")
     for _ in range(2):  # the second call finds the counts back at zero and the slot written
-        out = decode_attention.decode_step(q, k, v, cos, sin, keys, values, at, counts, mask)
+        out = decode_attention.decode_step(*inputs)
         assert not counts.any()
         assert (out.double() - ref).abs().max().item() < (1e-5 if dtype == torch.float32 else 1e-2)
     assert torch.equal(values, expect_values)

@@ -28,7 +28,7 @@ import transformers
 from torch import nn
 
 import hfkit
-from hfkit.bench.decode_gpu import llama_1b_config
+from hfkit.bench.decode_gpu import CANDIDATES, llama_1b_config, switched_on
 from hfkit.generation import generate_tokens, static_cache
 from hfkit.generation.greedy_static import GreedyState, greedy_step
 from hfkit.generation.static_cache import (
@@ -138,8 +138,6 @@ def main():
         prepare()
         repeated = label.startswith(("K/V", "before"))
         decode_attention.ENABLED = not label.startswith(("SDPA", "K/V", "before"))
-        for module, flag in {f for flags in CANDIDATES.values() for f in flags}:
-            setattr(module, flag, (module, flag) in CANDIDATES.get(label, ()))
         decoder.grouped_attention = repeated_kv_attention if repeated else grouped_attention
         torch._dynamo.reset()
         static_cache._CHOSEN.clear()
@@ -147,15 +145,11 @@ def main():
         static_cache.STEP_OPTIONS.clear()
         static_cache.STEP_OPTIONS.update(SHIPPED, **parse_options(options))
         matvec.ENABLED = not label.startswith("before")
-        measure(before if label.startswith("before") else model, ids, mask, label, args.profile)
+        with switched_on(CANDIDATES.get(label, ())):
+            measure(before if label.startswith("before") else model, ids, mask, label, args.profile)
 
 
 SHIPPED = dict(static_cache.STEP_OPTIONS)
-CANDIDATES = {  # label → the switches it turns on
-    "fused norms (matvec.FUSED_NORMS)": [(matvec, "FUSED_NORMS")],
-    "step kernel (decode_attention.STEP_ON)": [(decode_attention, "STEP_ON")],
-    "fused norms + step kernel": [(matvec, "FUSED_NORMS"), (decode_attention, "STEP_ON")],
-}
 
 
 def repeated_kv_attention(q, k, v, mask, dropout_p=0.0, scale=None):

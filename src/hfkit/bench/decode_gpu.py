@@ -14,6 +14,7 @@ capture included), then rounds round-robin across variants; the median is report
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import statistics
 import tempfile
@@ -47,6 +48,25 @@ def timed(fn) -> tuple[float, torch.Tensor]:  # seconds, output
     return start.elapsed_time(end) / 1e3, out
 
 
+CANDIDATES = {  # label → the kernel switches it turns on (module, flag): kernels not yet on by default
+    "fused norms (matvec.FUSED_NORMS)": ((matvec, "FUSED_NORMS"),),
+    "step kernel (decode_attention.STEP_ON)": ((decode_attention, "STEP_ON"),),
+    "fused norms + step kernel": ((matvec, "FUSED_NORMS"), (decode_attention, "STEP_ON")),
+}
+
+
+@contextlib.contextmanager
+def switched_on(flags):
+    """The (module, flag) switches on inside the block, off again after it."""
+    for module, flag in flags:
+        setattr(module, flag, True)
+    try:
+        yield
+    finally:
+        for module, flag in flags:
+            setattr(module, flag, False)
+
+
 def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=5)
@@ -76,18 +96,12 @@ def main(argv: list[str] | None = None):
     def ours_(cache, compile=False, model=ours):
         return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=None, cache=cache, compile=compile)
 
-    def candidate(*flags):  # (module, flag) switched on for the call: kernels not yet on by default
+    def candidate(flags):
         def run(n):
-            for module, flag in flags:
-                setattr(module, flag, True)
-            try:
+            with switched_on(flags):
                 return ours_("static", True, ours_fused)(n)
-            finally:
-                for module, flag in flags:
-                    setattr(module, flag, False)
         return run
 
-    norms, step = (matvec, "FUSED_NORMS"), (decode_attention, "STEP_ON")
     torch._dynamo.config.recompile_limit = 32  # the step recompiles for each model and flag set
 
     variants = {
@@ -96,9 +110,7 @@ def main(argv: list[str] | None = None):
         "hfkit, dynamic cache": ours_("dynamic"),
         "hfkit, static cache": ours_("static"),
         "hfkit, static cache + compile (reduce-overhead)": ours_("static", True),
-        "hfkit, static cache + compile + fused norms (matvec.FUSED_NORMS)": candidate(norms),
-        "hfkit, static cache + compile + step kernel (decode_attention.STEP_ON)": candidate(step),
-        "hfkit, static cache + compile + fused norms + step kernel": candidate(norms, step),
+        **{f"hfkit, static cache + compile + {label}": candidate(flags) for label, flags in CANDIDATES.items()},
         "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
     if args.only:

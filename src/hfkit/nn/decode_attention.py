@@ -251,12 +251,6 @@ def _launch(q, k, v, mask, scale, splits, step=None):
     return acc, top, total, out
 
 
-def _fake_splits(q, splits):
-    B, nh, _, D = q.shape
-    return (q.new_empty(B, nh, splits, D, dtype=torch.float32),
-            *(q.new_empty(B, nh, splits, dtype=torch.float32) for _ in range(2)))
-
-
 @torch.library.custom_op("hfkit::decode_attention_splits", mutates_args=())
 def decode_attention_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
                             scale: float, splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -268,7 +262,9 @@ def decode_attention_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, m
 
 @decode_attention_splits.register_fake
 def _(q, k, v, mask, scale, splits):
-    return _fake_splits(q, splits)
+    B, nh, _, D = q.shape
+    return (q.new_empty(B, nh, splits, D, dtype=torch.float32),
+            *(q.new_empty(B, nh, splits, dtype=torch.float32) for _ in range(2)))
 
 
 @torch.library.custom_op("hfkit::decode_step", mutates_args=("keys", "values", "counts"))

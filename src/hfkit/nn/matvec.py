@@ -14,9 +14,9 @@ MLP's activation runs on its two products before anything is written:
 
 The norm and the residual take the launches of a decoder layer's add + norm kernels (two a layer): each program
 computes its row's rms itself (one more read of the row). Each program multiplies BLOCK_N weight rows (for the GLU
-form: BLOCK_N gate rows and the matching up rows) with one row of x, accumulating per-lane float32 sums that are reduced once after the K loop, and writes the result once in
-x's dtype. Programs run rows of x fastest, so the rows that share a weight block read it together (the second read
-comes from L2).
+form: BLOCK_N gate rows and the matching up rows) with one row of x, accumulating per-lane float32 sums that are
+reduced once after the K loop, and writes the result once in x's dtype. Programs run rows of x fastest, so the rows
+that share a weight block read it together (the second read comes from L2).
 
 The kernels run where Triton runs them — CUDA tensors, or any tensor under TRITON_INTERPRET=1 — for at most
 MAX_ROWS rows of x with no autograd; `applies(x)` says so, `linears` / `glu_linear` return None for layers they do

@@ -10,34 +10,38 @@ from torch import nn
 from . import matvec
 
 
-def _normalized(x: torch.Tensor, eps: float) -> torch.Tensor:
-    """x / rms(x) in float32."""
-    h = x.float()
-    return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+class _RootMeanSquare(nn.Module):
+    """A weight per feature (`initial` before loading) and eps; `normalized(x)` is x / rms(x) in float32."""
+
+    initial: float
+
+    def __init__(self, size: int, eps: float):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full((size,), self.initial))
+        self.eps = eps
+
+    def normalized(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.float()
+        return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
 
 
-class RMSNorm(nn.Module):
+class RMSNorm(_RootMeanSquare):
     """x / rms(x) · weight, computed in float32 and cast back before the weight, as transformers."""
 
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(size))
-        self.eps = eps
+    initial = 1.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.weight * _normalized(x, self.eps).to(x.dtype)
+        return self.weight * self.normalized(x).to(x.dtype)
 
 
-class OneplusRMSNorm(nn.Module):
-    """x / rms(x) · (1 + weight), in float32 and cast back at the end, as transformers' Gemma norms."""
+class OneplusRMSNorm(_RootMeanSquare):
+    """x / rms(x) · (1 + weight), in float32 and cast back at the end, as transformers' Gemma norms (the weight is
+    stored as an offset from 1)."""
 
-    def __init__(self, size: int, eps: float):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(size))
-        self.eps = eps
+    initial = 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (_normalized(x, self.eps) * (1.0 + self.weight.float())).to(x.dtype)
+        return (self.normalized(x) * (1.0 + self.weight.float())).to(x.dtype)
 
 
 Product = Callable[[torch.Tensor, "tuple[torch.Tensor, float] | None"], "torch.Tensor | None"]

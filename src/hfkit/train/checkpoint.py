@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_model, save_model
 
+from ..errors import ConfigError
 from ..export import atomic_directory
 from .distributed import World
 
@@ -83,9 +84,16 @@ def save_checkpoint(output_dir: str | Path, world: World, model, optimizer, sche
     return path if world.main else None
 
 
-def load_checkpoint(path: Path, world: World, model, optimizer, scheduler, scaler,
-                    generator: torch.Generator) -> dict[str, Any]:
-    """Restore everything `save_checkpoint` wrote into the live objects; returns the trainer state."""
+def load_checkpoint(path: Path, world: World, model, optimizer, scheduler, scaler, generator: torch.Generator,
+                    optimizer_name: str = "adamw") -> dict[str, Any]:
+    """Restore everything `save_checkpoint` wrote into the live objects; returns the trainer state. The checkpoint
+    must have been written with `optimizer_name` (TrainingConfig.optimizer): their states keep the lr differently
+    (a number, a tensor)."""
+    state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    written_by = state.get("optimizer", "adamw")
+    if written_by != optimizer_name:
+        raise ConfigError(f"{path} was written with optimizer={written_by!r}; resume it with that optimizer "
+                          f"(this run has {optimizer_name!r}).")
     load_weights(path, model, world.device)
     saved = torch.load(path / "optimizer.pt", map_location=world.device, weights_only=True)
     optimizer.load_state_dict(saved["optimizer"])
@@ -97,4 +105,4 @@ def load_checkpoint(path: Path, world: World, model, optimizer, scheduler, scale
         raise ValueError(f"Checkpoint {path} was written by {len(states)} processes; resume it with as many "
                          f"(this run has {world.size}).")
     set_rng_state(states[world.rank], generator)
-    return json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    return state

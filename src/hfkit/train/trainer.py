@@ -289,12 +289,8 @@ class Trainer:
                               "pass resume=True to continue it, or choose another output_dir.")
         if not found:
             return {}
-        saved_state = json.loads((found[-1] / "trainer_state.json").read_text(encoding="utf-8"))
-        written_by = saved_state.get("optimizer", "adamw")
-        if written_by != self.config.optimizer:  # their states keep the lr differently (a number, a tensor)
-            raise ConfigError(f"{found[-1]} was written with optimizer={written_by!r}; resume it with that optimizer "
-                              f"(this run has {self.config.optimizer!r}).")
-        return load_checkpoint(found[-1], self.world, self.model, optimizer, scheduler, scaler, self.generator)
+        return load_checkpoint(found[-1], self.world, self.model, optimizer, scheduler, scaler, self.generator,
+                               self.config.optimizer)
 
     def _finish(self, state) -> None:
         """Load the best evaluated weights (when asked and saved) and export the result to output_dir/model."""
