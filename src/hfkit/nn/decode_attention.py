@@ -22,13 +22,13 @@ from __future__ import annotations
 import torch
 
 from . import matvec
+from .attention_steps import LOG2_E
 from .matvec import triton
-from .online_softmax import LOG2_E
 
 if triton is not None:  # (the CPU wheels of torch come without Triton)
     import triton.language as tl
 
-    from .online_softmax import online_softmax_step
+    from .attention_steps import online_softmax_step, rotate_halves
 
 # On: measured on an H100 (benchmarks/RESULTS.md, eleventh session), the compiled Llama-3.2-1B step 1.328 vs 1.364 ms
 # with SDPA at a 384-key cache; alone, 24–40 vs 25–124 µs a call from 1024 to 8192 keys. False: SDPA everywhere.
@@ -49,20 +49,6 @@ def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout
 
 
 if triton is not None:
-
-    @triton.jit
-    def _rope(x1, x2, cos_ptr, sin_ptr, offs_h, ok_h, HALF: tl.constexpr):
-        """The halves of x (…, BLOCK_HALF) rotated by one position's angles, in x's dtype as the decoders' apply_rope
-        rounds them: x · cos + rotate_half(x) · sin, each product and the sum rounded."""
-        c1 = tl.load(cos_ptr + offs_h, mask=ok_h, other=0.0).to(tl.float32)
-        c2 = tl.load(cos_ptr + HALF + offs_h, mask=ok_h, other=0.0).to(tl.float32)
-        s1 = tl.load(sin_ptr + offs_h, mask=ok_h, other=0.0).to(tl.float32)
-        s2 = tl.load(sin_ptr + HALF + offs_h, mask=ok_h, other=0.0).to(tl.float32)
-        dtype = x1.dtype
-        f1, f2 = x1.to(tl.float32), x2.to(tl.float32)
-        r1 = (f1 * c1).to(dtype).to(tl.float32) + (-f2 * s1).to(dtype).to(tl.float32)
-        r2 = (f2 * c2).to(dtype).to(tl.float32) + (f1 * s2).to(dtype).to(tl.float32)
-        return r1.to(dtype), r2.to(dtype)
 
     @triton.jit
     def _decode_attention_kernel(q_ptr, k_ptr, v_ptr, mask_ptr, acc_ptr, top_ptr, total_ptr, kn_ptr, vn_ptr, cos_ptr,
@@ -90,10 +76,11 @@ if triton is not None:
         end = tl.minimum(start + chunk, S)
         slot = -1
         if STEP:
-            q1, q2 = _rope(q1, q2, cos_ptr + b * D, sin_ptr + b * D, offs_h, h_ok, HALF)
+            cos_b, sin_b = cos_ptr + b * D, sin_ptr + b * D  # this sequence's angles
+            q1, q2 = rotate_halves(q1, q2, cos_b, sin_b, offs_h, h_ok, True, HALF)
             kn_at = kn_ptr + b * skn_b + h * skn_h + offs_h  # (BLOCK_HALF,)
-            kn1, kn2 = _rope(tl.load(kn_at, mask=h_ok, other=0.0), tl.load(kn_at + HALF, mask=h_ok, other=0.0),
-                             cos_ptr + b * D, sin_ptr + b * D, offs_h, h_ok, HALF)
+            kn1, kn2 = rotate_halves(tl.load(kn_at, mask=h_ok, other=0.0), tl.load(kn_at + HALF, mask=h_ok, other=0.0),
+                                     cos_b, sin_b, offs_h, h_ok, True, HALF)
             vn = tl.load(vn_ptr + b * svn_b + h * svn_h + offs_d, mask=d_ok, other=0.0)  # (2·BLOCK_HALF,)
             slot = tl.load(slot_ptr)
             if (slot >= start) & (slot < end):  # the split that holds the slot writes it

@@ -20,13 +20,13 @@ from __future__ import annotations
 import torch
 
 from . import matvec
+from .attention_steps import LOG2_E
 from .matvec import triton
-from .online_softmax import LOG2_E
 
 if triton is not None:  # (the CPU wheels of torch come without Triton)
     import triton.language as tl
 
-    from .online_softmax import online_softmax_step
+    from .attention_steps import online_softmax_step, rotate_halves
 
 # On an H100 (benchmarks/RESULTS.md, tenth session) 0.22 ms against varlen_attn's 0.38 ms with a window on 32k tokens,
 # ModernBERT-base passes 1.56 against 1.40 M tok/s. False: window layers keep varlen_attn (A/B measurements).
@@ -58,13 +58,7 @@ if triton is not None:
         x2 = tl.load(at + HALF, mask=ok[:, None], other=0.0)
         if ROPE:
             angle = offs[:, None] * (2 * HALF) + offs_h[None, :]  # (R, HALF) in the (N, 2·HALF) tables
-            cos1 = tl.load(cos_ptr + angle, mask=ok[:, None], other=0.0).to(tl.float32)
-            cos2 = tl.load(cos_ptr + angle + HALF, mask=ok[:, None], other=0.0).to(tl.float32)
-            sin1 = tl.load(sin_ptr + angle, mask=ok[:, None], other=0.0).to(tl.float32)
-            sin2 = tl.load(sin_ptr + angle + HALF, mask=ok[:, None], other=0.0).to(tl.float32)
-            f1, f2 = x1.to(tl.float32), x2.to(tl.float32)
-            # x · cos + rotate_half(x) · sin, rotate_half(x) = (-x₂, x₁)
-            x1, x2 = (f1 * cos1 - f2 * sin1).to(x1.dtype), (f2 * cos2 + f1 * sin2).to(x2.dtype)
+            x1, x2 = rotate_halves(x1, x2, cos_ptr, sin_ptr, angle, ok[:, None], False, HALF)
         if UPCAST:
             x1, x2 = x1.to(tl.float32), x2.to(tl.float32)
         return x1, x2
