@@ -30,10 +30,10 @@ def test_cuda_window_attention_against_the_padded_path(dtype, window, heads, hea
     run = lambda block_m: window_attention.window_attention(q, k, v, packed.rows, window, head_dim ** -0.5, block_m,
                                                             cos=tables[0], sin=tables[1])
     out = run(window_attention.BLOCK_M)
-    if rope:  # the kernel rotates q and k as apply_rope does (float32, rounded to the dtype)
-        q, k = apply_rope(q, k, *tables)
+    # the kernel rotates q and k as apply_rope does (float32, rounded to the dtype); `run` keeps them unrotated
+    rotated_q, rotated_k = apply_rope(q, k, *tables) if rope else (q, k)
     monkeypatch.setattr(window_attention, "ENABLED", False)
-    truth = packed_attention(q.double(), k.double(), v.double(), packed)  # the padded path, float64
+    truth = packed_attention(rotated_q.double(), rotated_k.double(), v.double(), packed)  # the padded path, float64
     # float32: exact to 1e-5; bf16 / fp16: the probabilities are rounded for their product with v (as in flash
     # attention) and the output is rounded, each at most a unit roundoff u of max |v| and of |out|
     u = torch.finfo(dtype).eps / 2
