@@ -57,14 +57,15 @@ CANDIDATES = {  # label → the kernel switches it turns on (module, flag): kern
 
 @contextlib.contextmanager
 def switched_on(flags):
-    """The (module, flag) switches on inside the block, off again after it."""
+    """The (module, flag) switches on inside the block, back as they were after it."""
+    before = [getattr(module, flag) for module, flag in flags]
     for module, flag in flags:
         setattr(module, flag, True)
     try:
         yield
     finally:
-        for module, flag in flags:
-            setattr(module, flag, False)
+        for (module, flag), value in zip(flags, before, strict=True):
+            setattr(module, flag, value)
 
 
 def main(argv: list[str] | None = None):
