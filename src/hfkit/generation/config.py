@@ -9,7 +9,8 @@ from typing import Any
 
 # What an explicit None means for fields whose default is not None (transformers: None turns the feature off).
 NEUTRAL = dict(do_sample=False, temperature=1.0, top_p=1.0, repetition_penalty=1.0, num_beams=1, length_penalty=1.0,
-               early_stopping=False, num_return_sequences=1)
+               early_stopping=False, num_return_sequences=1, max_matching_ngram_size=2, num_assistant_tokens=20,
+               num_assistant_tokens_schedule="constant")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,12 @@ class GenerationConfig:
     stop_strings: str | list[str] | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
+    # speculative greedy decoding (generation/speculative.py): candidates from prompt lookup or an assistant_model
+    prompt_lookup_num_tokens: int | None = None  # candidates per pass from an n-gram lookup in the text so far
+    max_matching_ngram_size: int = 2  # the longest n-gram looked up
+    num_assistant_tokens: int = 20  # candidates per pass from an assistant_model
+    num_assistant_tokens_schedule: str = "constant"  # "heuristic": +2 after a pass that keeps all, else -1
+    assistant_confidence_threshold: float | None = 0.4  # the assistant stops proposing below this top probability
 
     @classmethod
     def for_model(cls, model) -> "GenerationConfig":

@@ -15,6 +15,7 @@ from .beam import beam_search
 from .config import GenerationConfig
 from .greedy_static import finish_rows, greedy_static
 from .processors import mark_seen, process, seen_tokens
+from .speculative import speculative_greedy
 from .static_cache import compiled_step, decode_static, prefill_static, static_cache_for, warn_once
 from .steps import decode_one_token, position_ids_from_mask, prefill
 from .stopping import StopStrings
@@ -36,6 +37,7 @@ def generate_tokens(
     generation_config: GenerationConfig | None = None,
     generator: torch.Generator | None = None,
     tokenizer: Any = None,  # needed for stop_strings only
+    assistant_model: Any = None,  # a smaller causal LM of the same vocabulary: speculative greedy decoding
     cache: str = "dynamic",  # "static": a preallocated StaticCache of prompt + max_new_tokens slots (greedy/sampling)
     compile: bool | None = None,  # static cache: the decode step under torch.compile(mode="reduce-overhead");
     # None: on CUDA, as transformers compiles its static cache by default
@@ -61,6 +63,9 @@ def generate_tokens(
         if tokenizer is None:
             raise ValueError("stop_strings need the model's tokenizer: pass tokenizer= to generate_tokens.")
         stop = StopStrings(tokenizer, gc.stop_strings)
+    speculative = assistant_model is not None or bool(gc.prompt_lookup_num_tokens)
+    if speculative:
+        check_speculative(model, assistant_model, gc, input_ids.shape[0] * gc.num_return_sequences)
     with torch.inference_mode():
         if gc.num_beams > 1:
             if cache == "static":
@@ -71,8 +76,29 @@ def generate_tokens(
             attention_mask = attention_mask.repeat_interleave(gc.num_return_sequences, 0)
         if max_length <= input_ids.shape[1]:
             return input_ids
+        if speculative:
+            if cache == "static":
+                warn_once("Speculative decoding runs with the dynamic cache; cache='static' is not used.")
+            return speculative_greedy(model, input_ids, attention_mask, gc, max_length, min_length, eos, stop,
+                                      assistant_model)
         return sample(model, input_ids, attention_mask, gc, max_length, min_length, eos, pad, stop, generator,
                       cache, compile)
+
+
+def check_speculative(model, assistant_model, gc: GenerationConfig, batch: int) -> None:
+    """Speculative decoding's limits, as clear errors: greedy, one row, one candidate source, a shared vocabulary."""
+    source = "assistant_model" if assistant_model is not None else "prompt_lookup_num_tokens"
+    if assistant_model is not None and gc.prompt_lookup_num_tokens:
+        raise ValueError("Pass assistant_model or prompt_lookup_num_tokens, not both: each is a source of candidates.")
+    if gc.do_sample or gc.num_beams > 1:
+        raise ValueError(f"Speculative decoding ({source}) is greedy here, without sampling or beams: pass "
+                         f"do_sample=False and num_beams=1, or drop {source}.")
+    if batch != 1:
+        raise ValueError(f"Speculative decoding ({source}) decodes one sequence at a time, got a batch of {batch}: "
+                         "call once per prompt, or drop it.")
+    if assistant_model is not None and assistant_model.config.vocab_size > model.config.vocab_size:
+        raise ValueError(f"assistant_model's vocabulary ({assistant_model.config.vocab_size} tokens) is larger than "
+                         f"the model's ({model.config.vocab_size}): the assistant must share the model's tokenizer.")
 
 
 def plain_greedy(gc: GenerationConfig, stop: StopStrings | None, eos_suppressed: bool) -> bool:

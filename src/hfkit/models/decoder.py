@@ -138,6 +138,11 @@ class KVCache:
             self.values[layer] = torch.cat((self.values[layer], v), dim=-2)
         return self.keys[layer], self.values[layer]
 
+    def crop(self, length: int) -> None:
+        """Keep the first `length` positions (speculative decoding drops its rejected candidates')."""
+        self.keys = [k[:, :, :length] for k in self.keys]
+        self.values = [v[:, :, :length] for v in self.values]
+
     def in_place(self, layer: int) -> None:
         """A static cache's buffers for a kernel to write a step into (StaticCache.in_place); this one has none."""
 

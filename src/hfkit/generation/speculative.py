@@ -1,0 +1,123 @@
+"""Speculative greedy decoding of one row (transformers' assisted generation).
+
+Candidate tokens come from an n-gram lookup in the text so far (`prompt_lookup_num_tokens`: prompt lookup decoding)
+or from a smaller draft model with the same vocabulary (`assistant_model`). The model scores its newest token and
+all candidates in one forward pass, keeps the candidates up to the first one its own greedy choice disagrees with,
+and adds its own choice there. Every kept token is the model's greedy choice at its position, with the processors
+greedy decoding applies (repetition penalty, min-length EOS suppression), so the output is greedy decoding's; what
+changes is the number of model passes: one per run of accepted candidates instead of one per token.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+
+import torch
+
+from ..models.decoder import KVCache
+from .config import GenerationConfig
+from .processors import mark_seen, process, seen_tokens
+from .steps import position_ids_from_mask, prefill
+from .stopping import StopStrings
+
+SCHEDULES = ("constant", "heuristic", "heuristic_transient")
+_DRAFT_LENGTHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # assistant → its "heuristic" draft length
+
+
+def lookup_candidates(ids: torch.Tensor, count: int, max_ngram: int) -> torch.Tensor:  # (≤ count,)
+    """The tokens that follow the earliest earlier occurrence of the text's last n-gram, the longest n ≤ max_ngram
+    that occurs first; empty when none does. `ids` (T,) is the text so far."""
+    T = ids.shape[0]
+    for n in range(min(max_ngram, T - 1), 0, -1):
+        windows = ids.unfold(0, n, 1)[: T - n]  # (T-n, n): every n-gram that has a token after it
+        starts = (windows == ids[-n:]).all(1).nonzero()[:, 0] + n  # where a continuation begins
+        if len(starts):
+            start = int(starts[0])
+            return ids[start : start + count]
+    return ids[:0]
+
+
+class DraftModel:
+    """An assistant model that proposes candidates greedily through its own KV cache, kept in step with the text."""
+
+    def __init__(self, model, gc: GenerationConfig):
+        if gc.num_assistant_tokens_schedule not in SCHEDULES:
+            raise ValueError(f"num_assistant_tokens_schedule must be one of {SCHEDULES}, "
+                             f"not {gc.num_assistant_tokens_schedule!r}")
+        self.model, self.schedule, self.threshold = model, gc.num_assistant_tokens_schedule, gc.assistant_confidence_threshold
+        persistent = self.schedule == "heuristic" and model in _DRAFT_LENGTHS
+        self.length = _DRAFT_LENGTHS[model] if persistent else gc.num_assistant_tokens
+        self.cache, self.cached = KVCache(), 0  # tokens of the text in the cache
+
+    def propose(self, ids: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:  # (≤ count,)
+        """Up to `count` greedy tokens after `ids` (1, L), `mask` (1, L) its padding; fewer when the draft's top
+        probability falls below `assistant_confidence_threshold`."""
+        count = min(count, self.length)
+        chunk, tokens = ids[:, self.cached :], []
+        positions = position_ids_from_mask(mask)  # (1, L)
+        for _ in range(count):
+            L = self.cached + chunk.shape[1]
+            out = self.model(chunk, mask[:, :L], positions[:, self.cached : L], self.cache, use_cache=True,
+                             logits_to_keep=1)
+            self.cached = L
+            probs = out.logits[:, -1].float().softmax(-1)  # (1, V)
+            confidence, token = probs.max(-1)  # (1,)
+            tokens.append(token)
+            if self.threshold and float(confidence) < self.threshold:
+                break
+            chunk = token[:, None]  # (1, 1)
+            mask = torch.cat((mask, mask.new_ones(1, 1)), dim=1)
+            positions = torch.cat((positions, positions[:, -1:] + 1), dim=1)
+        return torch.cat(tokens) if tokens else ids[0, :0]
+
+    def accepted(self, text_length: int, proposed: int, kept: int) -> None:
+        """The model kept `kept` of `proposed` candidates; the text is now `text_length` tokens."""
+        self.cache.crop(min(self.cached, text_length - 1))
+        self.cached = min(self.cached, text_length - 1)
+        if self.schedule != "constant" and proposed:
+            self.length = self.length + 2 if kept == proposed else max(1, self.length - 1)
+            if self.schedule == "heuristic":
+                _DRAFT_LENGTHS[self.model] = self.length
+
+
+def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: GenerationConfig,
+                       max_length: int, min_length: int, eos: torch.Tensor, stop: StopStrings | None,
+                       assistant_model=None) -> torch.Tensor:  # (1, T + new)
+    """Greedy decoding of one row, checking candidates from prompt lookup or `assistant_model` in one pass each."""
+    if assistant_model is not None:
+        draft = DraftModel(assistant_model, gc)
+        propose: Callable = draft.propose
+    else:
+        draft = None
+        propose = lambda ids, mask, count: lookup_candidates(ids[0], count, gc.max_matching_ngram_size)
+    cache = KVCache()
+    logits = prefill(model, input_ids, attention_mask, cache)[:, None]  # (1, 1, V): the next token's
+    seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if gc.repetition_penalty != 1.0 else None
+    ids, mask, candidates = input_ids, attention_mask, input_ids[0, :0]
+    while True:
+        chosen, done = [], False
+        for i in range(logits.shape[1]):  # position i chooses the token after the newest token and i candidates
+            length = ids.shape[1] + len(chosen)
+            token = process(logits[:, i], gc, seen, eos, length, min_length).argmax(-1)  # (1,)
+            chosen.append(token)
+            if seen is not None:
+                seen = mark_seen(seen, token)
+            done = (length + 1 == max_length or bool(torch.isin(token, eos).any())
+                    or (stop is not None and bool(stop(torch.cat((ids[0], *chosen))[None, -stop.window :]).any())))
+            if done or i == len(candidates) or int(token) != int(candidates[i]):
+                break
+        kept = len(chosen) - 1  # candidates accepted; the last chosen token is the model's own
+        ids = torch.cat((ids, torch.stack(chosen, 1)), dim=1)  # (1, L)
+        mask = torch.cat((mask, mask.new_ones(1, len(chosen))), dim=1)
+        if draft is not None:
+            draft.accepted(ids.shape[1], len(candidates), kept)
+        if done:
+            return ids
+        cache.crop(ids.shape[1] - 1)  # the accepted candidates' keys stay, the rejected ones' go
+        count = max_length - ids.shape[1] - 1  # the pass adds one token of its own after the candidates
+        candidates = propose(ids, mask, min(count, gc.prompt_lookup_num_tokens or count)) if count > 0 else ids[0, :0]
+        step = torch.cat((ids[:, -1:], candidates[None]), dim=1)  # (1, 1 + K): the newest token, the candidates
+        step_mask = torch.cat((mask, mask.new_ones(1, len(candidates))), dim=1)
+        positions = position_ids_from_mask(step_mask)[:, -step.shape[1] :]  # (1, 1 + K)
+        logits = model(step, step_mask, positions, cache, use_cache=True).logits.float()  # (1, 1 + K, V)
