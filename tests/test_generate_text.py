@@ -17,7 +17,11 @@ PROMPTS = ["The capital of France is", "Once upon a time, in a land far away, th
 
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny-llama")
+    return write_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def write_tiny_llama(path):
+    """A tiny random Llama with a byte-level BPE tokenizer (trained on PROMPTS) and a chat template, saved at `path`."""
     raw = byte_level_bpe([p * 3 for p in PROMPTS] + ["the quick brown fox jumps over the lazy dog"] * 5,
                          ["<s>", "</s>", "<pad>"])
     tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=raw, bos_token="<s>", eos_token="</s>", pad_token="<pad>")

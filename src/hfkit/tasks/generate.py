@@ -27,10 +27,14 @@ def left_padded(ids: list[list[int]], pad_id: int, device: torch.device) -> tupl
 def generate_text(model: Any, tokenizer: Any, prompts: str | Sequence[str], max_new_tokens: int | None = None,
                   skip_special_tokens: bool = True, stream: bool = False, **sampling: Any) -> str | list[str] | Iterator[str]:
     """Continue each prompt; `sampling` takes generate_tokens' options (generation_config.json field names:
-    do_sample, temperature, top_k, top_p, min_p, repetition_penalty, num_beams, stop_strings, …, and generator).
+    do_sample, temperature, top_k, top_p, min_p, repetition_penalty, num_beams, stop_strings, …, and generator;
+    prompt_lookup_num_tokens or assistant_model decode speculatively, one prompt at a time).
     A single prompt gives a str, a list gives a list (num_return_sequences > 1: each prompt's texts in turn);
     `stream=True` (one prompt) gives an iterator of text pieces that join to the same continuation."""
     prompts, single = as_list(prompts, "prompts")
+    speculative = sampling.get("assistant_model") is not None or sampling.get("prompt_lookup_num_tokens")
+    if len(prompts) > 1 and not stream and speculative:
+        return [generate_text(model, tokenizer, p, max_new_tokens, skip_special_tokens, **sampling) for p in prompts]
     ids = tokenizer(prompts, padding=False, return_tensors=None)["input_ids"]
     if any(not row for row in ids):
         raise TaskInputError("An empty prompt has no tokens to continue; give at least one token of text.")

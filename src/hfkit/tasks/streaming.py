@@ -31,18 +31,29 @@ class _Cancelled(Exception):
 
 
 class _Tap:
-    """The model as generate_tokens sees it, reporting the token fed to each one-row decode step: the token
-    just chosen (so the stream runs one step behind the loop; the last token comes with the result)."""
+    """The model as generate_tokens sees it, reporting the tokens fed to one-row decode steps as they become final:
+    a step's first token is the one just chosen (so the stream runs one step behind the loop; the last token comes
+    with the result). Speculative decoding feeds candidates after it; those the model kept are reported at the next
+    step, whose position tells how many were kept."""
 
     def __init__(self, model, on_token):
         self._model, self._on_token = model, on_token
+        self._candidates: list[int] = []  # the last step's tokens after its first, not yet known to be kept
+        self._position = 0  # that step's first position
 
     def __getattr__(self, name):
         return getattr(self._model, name)
 
     def __call__(self, input_ids, *args, **kwargs):
-        if "logits_to_keep" not in kwargs and tuple(input_ids.shape) == (1, 1):  # a decode step, not the prefill
-            self._on_token(int(input_ids[0, 0]))
+        if "logits_to_keep" not in kwargs and input_ids.shape[0] == 1:  # a decode step, not a prefill
+            if self._candidates:
+                kept = int(args[1][0, 0]) - self._position - 1  # args: attention_mask, position_ids, cache
+                for token in self._candidates[:kept]:
+                    self._on_token(token)
+            tokens = input_ids[0].tolist()
+            self._on_token(tokens[0])
+            self._candidates = tokens[1:]
+            self._position = int(args[1][0, 0]) if self._candidates else 0
         return self._model(input_ids, *args, **kwargs)
 
 
