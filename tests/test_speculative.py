@@ -134,3 +134,21 @@ def test_text_generation_streams_and_loops_over_prompts(tmp_path):
     assert model.generate(PROMPTS, max_new_tokens=24, prompt_lookup_num_tokens=4) == plain
     pieces = list(model.generate(PROMPTS[1], max_new_tokens=24, stream=True, prompt_lookup_num_tokens=4))
     assert len(pieces) > 1 and "".join(pieces) == plain[1]
+
+
+def test_cli_generate_speculatively(tmp_path):
+    from typer.testing import CliRunner
+
+    from hfkit.cli.app import app
+
+    from .test_generate_text import PROMPTS, write_tiny_llama
+
+    path = str(write_tiny_llama(tmp_path))
+    run = lambda *extra: CliRunner().invoke(app, ["generate", path, *PROMPTS[:2], "--max-new-tokens", "16", *extra])
+    plain = run()
+    assert plain.exit_code == 0
+    for extra in (["--prompt-lookup", "4"], ["--assistant", path]):
+        result = run(*extra)
+        assert result.exit_code == 0 and result.stdout == plain.stdout, (extra, result.output)
+    refused = run("--prompt-lookup", "4", "--temperature", "0.7")
+    assert refused.exit_code == 2 and "greedily" in refused.output

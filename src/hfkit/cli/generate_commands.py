@@ -34,6 +34,14 @@ WeightsQuantizeOption = Annotated[Quantize | None, typer.Option(
                        "the compiled decode step of --cache static on CUDA.")]
 
 
+PromptLookupOption = Annotated[int | None, typer.Option(
+    "--prompt-lookup", min=1, help="Speculative greedy decoding: check up to this many candidate tokens per model "
+                                   "pass, copied from where the text's last words occurred before (same output).")]
+AssistantOption = Annotated[str | None, typer.Option(
+    "--assistant", help="Speculative greedy decoding with this smaller causal LM of the same tokenizer proposing "
+                        "the candidates (same output).")]
+
+
 class Cache(str, Enum):
     dynamic = "dynamic"
     static = "static"
@@ -50,10 +58,15 @@ def generate(
     max_new_tokens: MaxNewTokens = None, temperature: Temperature = None, top_k: TopK = None, top_p: TopP = None,
     seed: Seed = None, stream: Annotated[bool, typer.Option(help="Print the continuation as it is generated (one prompt).")] = False,
     cache: CacheOption = Cache.dynamic, quantize: WeightsQuantizeOption = None,
+    prompt_lookup: PromptLookupOption = None, assistant: AssistantOption = None,
     json: Json = False, revision: Revision = None, device: Device = None, dtype: DtypeOption = Dtype.auto,
 ) -> None:
     """Text generation with a causal LM: the continuation of each prompt."""
     prompts = gather_texts(texts, file, "prompts")
+    if (prompt_lookup or assistant) and (temperature or top_k or top_p):
+        raise typer.BadParameter("--prompt-lookup and --assistant decode greedily: drop the sampling options.")
+    if prompt_lookup and assistant:
+        raise typer.BadParameter("--prompt-lookup and --assistant are two sources of candidates: give one.")
     if stream and (len(prompts) != 1 or json):
         raise typer.BadParameter("--stream prints one prompt's continuation as it comes: give one prompt, without --json.")
     loaded = load("AutoModelForCausalLM", model, revision, device, dtype)
@@ -62,6 +75,10 @@ def generate(
 
         quantize_weights_int8(loaded)
     options = {"cache": cache.value, **sampling(loaded, temperature, top_k, top_p, seed)}
+    if prompt_lookup:
+        options["prompt_lookup_num_tokens"] = prompt_lookup
+    if assistant:
+        options["assistant_model"] = load("AutoModelForCausalLM", assistant, None, device, dtype)
     if stream:
         typer.echo(prompts[0], nl=False)
         for piece in loaded.generate(prompts[0], max_new_tokens=max_new_tokens, stream=True, **options):
