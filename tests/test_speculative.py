@@ -152,3 +152,14 @@ def test_cli_generate_speculatively(tmp_path):
         assert result.exit_code == 0 and result.stdout == plain.stdout, (extra, result.output)
     refused = run("--prompt-lookup", "4", "--temperature", "0.7")
     assert refused.exit_code == 2 and "greedily" in refused.output
+
+
+@pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
+def test_static_cache_passes_check_a_fixed_number_of_candidates(tmp_path, family):
+    """cache="static": padded fixed-shape passes through the preallocated cache, cropped after each check."""
+    reference, ours = build(tmp_path, family)
+    ids, mask = left_padded((11,))
+    expected = greedy(reference, ids, mask, eos_token_id=None)
+    for speculative in ({"prompt_lookup_num_tokens": 5}, {"assistant_model": ours, "num_assistant_tokens": 6}):
+        got = generate_tokens(ours, ids, mask, max_new_tokens=NEW, eos_token_id=None, cache="static", **speculative)
+        assert torch.equal(got, expected), (speculative, got, expected)

@@ -77,10 +77,8 @@ def generate_tokens(
         if max_length <= input_ids.shape[1]:
             return input_ids
         if speculative:
-            if cache == "static":
-                warn_once("Speculative decoding runs with the dynamic cache; cache='static' is not used.")
             return speculative_greedy(model, input_ids, attention_mask, gc, max_length, min_length, eos, stop,
-                                      assistant_model)
+                                      assistant_model, cache, compile)
         return sample(model, input_ids, attention_mask, gc, max_length, min_length, eos, pad, stop, generator,
                       cache, compile)
 

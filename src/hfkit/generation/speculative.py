@@ -18,6 +18,7 @@ import torch
 from ..models.decoder import KVCache
 from .config import GenerationConfig
 from .processors import mark_seen, process, seen_tokens
+from .static_cache import compiled_step, prefill_static, static_cache_for, verify_static
 from .steps import position_ids_from_mask, prefill
 from .stopping import StopStrings
 
@@ -83,41 +84,59 @@ class DraftModel:
 
 def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: GenerationConfig,
                        max_length: int, min_length: int, eos: torch.Tensor, stop: StopStrings | None,
-                       assistant_model=None) -> torch.Tensor:  # (1, T + new)
-    """Greedy decoding of one row, checking candidates from prompt lookup or `assistant_model` in one pass each."""
+                       assistant_model=None, cache: str = "dynamic", compile: bool = False) -> torch.Tensor:  # (1, T + new)
+    """Greedy decoding of one row, checking candidates from prompt lookup or `assistant_model` in one pass each.
+    cache="static": every pass checks the same number of candidates (padded), so under `compile` it is one CUDA
+    graph; the assistant's heuristic schedule then stays at or below num_assistant_tokens."""
+    width = gc.prompt_lookup_num_tokens or gc.num_assistant_tokens  # candidates per pass, at most
     if assistant_model is not None:
         draft = DraftModel(assistant_model, gc)
         propose: Callable = draft.propose
     else:
         draft = None
         propose = lambda ids, mask, count: lookup_candidates(ids[0], count, gc.max_matching_ngram_size)
-    cache = KVCache()
-    logits = prefill(model, input_ids, attention_mask, cache)[:, None]  # (1, 1, V): the next token's
+    if cache == "static":
+        kv = static_cache_for(model, 1, max_length + width, next(model.parameters()).dtype, input_ids.device)
+        logits = prefill_static(model, input_ids, attention_mask, kv)[:, None]  # (1, 1, V): the next token's
+        step = compiled_step(verify_static, input_ids.device) if compile else verify_static
+
+        def forward(tokens, mask, positions):
+            kv.step, kv.order = tokens.shape[1], None  # the same entry state every pass: one compiled graph
+            return step(model, tokens, positions, kv)
+    else:
+        kv = KVCache()
+        logits = prefill(model, input_ids, attention_mask, kv)[:, None]
+        forward = lambda tokens, mask, positions: model(tokens, mask, positions, kv, use_cache=True).logits.float()
     seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if gc.repetition_penalty != 1.0 else None
-    ids, mask, candidates = input_ids, attention_mask, input_ids[0, :0]
+    eos_ids = set(eos.tolist())
+    ids, mask, candidates = input_ids, attention_mask, []
     while True:
+        greedy = logits[0].argmax(-1).tolist()  # (1 + K,) each position's unprocessed choice: one read-back
         chosen, done = [], False
         for i in range(logits.shape[1]):  # position i chooses the token after the newest token and i candidates
             length = ids.shape[1] + len(chosen)
-            token = process(logits[:, i], gc, seen, eos, length, min_length).argmax(-1)  # (1,)
+            token = greedy[i]
+            if seen is not None or length < min_length:
+                token = int(process(logits[:, i], gc, seen, eos, length, min_length).argmax(-1))
             chosen.append(token)
             if seen is not None:
-                seen = mark_seen(seen, token)
-            done = (length + 1 == max_length or bool(torch.isin(token, eos).any())
-                    or (stop is not None and bool(stop(torch.cat((ids[0], *chosen))[None, -stop.window :]).any())))
-            if done or i == len(candidates) or int(token) != int(candidates[i]):
+                seen = mark_seen(seen, ids.new_tensor([token]))
+            done = (length + 1 == max_length or token in eos_ids
+                    or (stop is not None and bool(stop(torch.cat((ids, ids.new_tensor([chosen])), 1)[:, -stop.window :]))))
+            if done or i == len(candidates) or token != candidates[i]:
                 break
         kept = len(chosen) - 1  # candidates accepted; the last chosen token is the model's own
-        ids = torch.cat((ids, torch.stack(chosen, 1)), dim=1)  # (1, L)
+        ids = torch.cat((ids, ids.new_tensor([chosen])), dim=1)  # (1, L)
         mask = torch.cat((mask, mask.new_ones(1, len(chosen))), dim=1)
         if draft is not None:
             draft.accepted(ids.shape[1], len(candidates), kept)
         if done:
             return ids
-        cache.crop(ids.shape[1] - 1)  # the accepted candidates' keys stay, the rejected ones' go
-        count = max_length - ids.shape[1] - 1  # the pass adds one token of its own after the candidates
-        candidates = propose(ids, mask, min(count, gc.prompt_lookup_num_tokens or count)) if count > 0 else ids[0, :0]
-        step = torch.cat((ids[:, -1:], candidates[None]), dim=1)  # (1, 1 + K): the newest token, the candidates
+        kv.crop(ids.shape[1] - 1)  # the accepted candidates' keys stay, the rejected ones' go
+        candidates = propose(ids, mask, min(width, max(0, max_length - ids.shape[1] - 1))).tolist()
+        if cache == "static":  # a fixed-shape pass: padded with the newest token (kept only if the model agrees)
+            candidates += [chosen[-1]] * (width - len(candidates))
+        step_ids = ids.new_tensor([chosen[-1:] + candidates])  # (1, 1 + K): the newest token, the candidates
         step_mask = torch.cat((mask, mask.new_ones(1, len(candidates))), dim=1)
-        positions = position_ids_from_mask(step_mask)[:, -step.shape[1] :]  # (1, 1 + K)
-        logits = model(step, step_mask, positions, cache, use_cache=True).logits.float()  # (1, 1 + K, V)
+        positions = position_ids_from_mask(step_mask)[:, -step_ids.shape[1] :]  # (1, 1 + K)
+        logits = forward(step_ids, step_mask, positions)  # (1, 1 + K, V)

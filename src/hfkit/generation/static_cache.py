@@ -7,14 +7,15 @@ to the host. It implements the decoder's cache interface (`update(layer, k, v)` 
 
 - `seq_length()` reports `max_len - n` for a step of n new tokens, so the decoder's `causal_mask` spans all max_len
   slots (fixed shape) and places the step's queries on the last n of them.
-- the keys go to attention "newest last" (the buffers rolled by `index_select` at a device index) when the step is a
-  prefill or the model has sliding-window layers, else in slot order, where a one-token step's causal and window
-  clauses are all-true anyway. The (B, max_len) key mask from `key_mask()` is in the same order: the dynamic cache's
+- the keys go to attention "newest last" (the buffers rolled by `index_select` at a device index) when the step has
+  several tokens (a prefill, speculative candidates) or the model has sliding-window layers, else in slot order,
+  where a one-token step's causal and window clauses are all-true anyway. The (B, max_len) key mask from `key_mask()` is in the same order: the dynamic cache's
   left-padded mask, left-padded again with the slots not yet written. So every query sees exactly the keys it sees
   with the dynamic cache (extra keys are masked), and windows keep counting cache slots, as there.
 
-The loop owns the order of calls: `start(attention_mask)` before the prefill, `advance()` before each decode step
-(inside the compiled step). See `prefill_static` and `decode_static`.
+The loop owns the order of calls: `start(attention_mask)` before the prefill, `advance(n)` before each decode step
+(inside the compiled step), `crop(length)` after a speculative step. See `prefill_static`, `decode_static` and
+`verify_static`.
 """
 
 from __future__ import annotations
@@ -82,10 +83,16 @@ class StaticCache:
         self.mask[:, :T] = attention_mask
         self._at(T, rolled=True)
 
-    def advance(self) -> None:
-        """Prepare one decode step (fixed shapes, device tensors only): the next slot holds a real token."""
-        self._at(1, rolled=self.windowed)
+    def advance(self, n: int = 1) -> None:
+        """Prepare a decode step of n tokens (fixed shapes, device tensors only): the next n slots hold real tokens.
+        Steps of several tokens (speculative decoding's candidates) see the keys newest last, as a prefill."""
+        self._at(n, rolled=self.windowed or n > 1)
         self.mask.index_fill_(1, self.cache_position, 1)
+
+    def crop(self, length: int) -> None:
+        """Keep the first `length` slots; later ones are free again and masked (rejected speculative candidates)."""
+        self.filled.fill_(length)
+        self.mask[:, length:] = 0
 
     def _at(self, n: int, rolled: bool) -> None:
         self.step = n
@@ -124,6 +131,13 @@ def decode_static(model, token: torch.Tensor, position_ids: torch.Tensor, cache:
     """One fixed-shape step: token (B, 1) at position_ids (B, 1) into the next slot. What `compile=True` captures."""
     cache.advance()
     return decode_one_token(model, token, cache.key_mask(), position_ids, cache)
+
+
+def verify_static(model, tokens: torch.Tensor, position_ids: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+    """A fixed-shape step of several tokens (1, n) at position_ids (1, n) into the next n slots: every position's
+    logits (1, n, V) in float32 (speculative decoding's check of n - 1 candidates)."""
+    cache.advance(tokens.shape[1])
+    return model(tokens, cache.key_mask(), position_ids, cache, use_cache=True).logits.float()
 
 
 _WARNED: set[str] = set()
