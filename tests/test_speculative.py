@@ -126,7 +126,8 @@ def test_speculative_limits_are_clear_errors(tmp_path):
 
 
 def test_text_generation_streams_and_loops_over_prompts(tmp_path):
-    """model.generate with prompt lookup: each prompt decoded alone, the stream joining to the same text."""
+    """model.generate with prompt lookup: each prompt decoded alone, the stream joining to the same text, stop
+    strings ending it where they end plain decoding."""
     from .test_generate_text import PROMPTS, write_tiny_llama
 
     model = hfkit.AutoModelForCausalLM.from_pretrained(write_tiny_llama(tmp_path))
@@ -134,6 +135,10 @@ def test_text_generation_streams_and_loops_over_prompts(tmp_path):
     assert model.generate(PROMPTS, max_new_tokens=24, prompt_lookup_num_tokens=4) == plain
     pieces = list(model.generate(PROMPTS[1], max_new_tokens=24, stream=True, prompt_lookup_num_tokens=4))
     assert len(pieces) > 1 and "".join(pieces) == plain[1]
+    stop = plain[1][len(plain[1]) // 2 :][:2]  # two characters from the middle: the text ends early
+    stopped = model.generate(PROMPTS[1], max_new_tokens=24, stop_strings=[stop])
+    assert len(stopped) < len(plain[1])
+    assert model.generate(PROMPTS[1], max_new_tokens=24, stop_strings=[stop], prompt_lookup_num_tokens=4) == stopped
 
 
 def test_cli_generate_speculatively(tmp_path):
