@@ -89,12 +89,13 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     cache="static": every pass checks the same number of candidates (padded), so under `compile` it is one CUDA
     graph; the assistant's heuristic schedule then stays at or below num_assistant_tokens."""
     width = gc.prompt_lookup_num_tokens or gc.num_assistant_tokens  # candidates per pass, at most
+    text = input_ids[0].tolist()  # the row on the host, extended in place: lookup and stop strings read no device
     if assistant_model is not None:
         draft = DraftModel(assistant_model, gc)
         propose: Callable = draft.propose
     else:
         draft = None
-        propose = lambda ids, mask, count: lookup_candidates(ids[0], count, gc.max_matching_ngram_size)
+        propose = lambda ids, mask, count: lookup_candidates(torch.tensor(text), count, gc.max_matching_ngram_size)
     if cache == "static":
         kv = static_cache_for(model, 1, max_length + width, next(model.parameters()).dtype, input_ids.device)
         logits = prefill_static(model, input_ids, attention_mask, kv)[:, None]  # (1, 1, V): the next token's
@@ -122,11 +123,12 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
             if seen is not None:
                 seen = mark_seen(seen, ids.new_tensor([token]))
             done = (length + 1 == max_length or token in eos_ids
-                    or (stop is not None and bool(stop(torch.cat((ids, ids.new_tensor([chosen])), 1)[:, -stop.window :]))))
+                    or (stop is not None and bool(stop(torch.tensor([(text + chosen)[-stop.window :]])))))
             if done or i == len(candidates) or token != candidates[i]:
                 break
         kept = len(chosen) - 1  # candidates accepted; the last chosen token is the model's own
         ids = torch.cat((ids, ids.new_tensor([chosen])), dim=1)  # (1, L)
+        text += chosen
         mask = torch.cat((mask, mask.new_ones(1, len(chosen))), dim=1)
         if draft is not None:
             draft.accepted(ids.shape[1], len(candidates), kept)
