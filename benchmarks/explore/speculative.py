@@ -13,15 +13,14 @@ Without CUDA: a ~60 M-parameter Llama in float32 on the CPU, eager, (b) with the
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 
 import torch
 import transformers
 
 import hfkit
 from hfkit.bench.decode_gpu import llama_1b_config
+from hfkit.bench.timing import median_ms
 from hfkit.generation import generate_tokens
 from hfkit.generation.static_cache import (
     compiled_step,
@@ -29,26 +28,6 @@ from hfkit.generation.static_cache import (
     static_cache_for,
     verify_static,
 )
-
-
-def median_seconds(fn, repeats: int, n: int = 1) -> float:
-    """Median over `repeats` of the time of one call, from `n` calls in a row (CUDA events on the GPU)."""
-    times = []
-    for _ in range(repeats):
-        if torch.cuda.is_available():
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            for _ in range(n):
-                fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1e3 / n)
-        else:
-            began = time.perf_counter()
-            for _ in range(n):
-                fn()
-            times.append((time.perf_counter() - began) / n)
-    return statistics.median(times)
 
 
 def small_config() -> transformers.LlamaConfig:
@@ -93,7 +72,8 @@ def main():
 
             for _ in range(3):
                 one_pass()
-            ms = median_seconds(one_pass, 7, 50 if cuda else 10) * 1e3
+            n = 50 if cuda else 10
+            ms = median_ms(lambda one_pass=one_pass, n=n: [one_pass() for _ in range(n)], 7) / n
             base = base or ms
             print(f"  K = {K:2d}: {ms:.3f} ms per pass, {ms / base:.2f}× the K = 0 pass", flush=True)
         cache = "static" if cuda else "dynamic"
@@ -105,7 +85,7 @@ def main():
                                                           cache=cache, **options)
             for _ in range(2):
                 results[label] = run()
-            seconds = median_seconds(run, 5 if cuda else 3)
+            seconds = median_ms(run, 5 if cuda else 3) / 1e3
             print(f"  {label}: {args.new / seconds:.0f} tok/s", flush=True)
         print(f"  same tokens: {torch.equal(*results.values())}; distinct tokens in the continuation: "
               f"{results[label][0, 128:].unique().numel()}")

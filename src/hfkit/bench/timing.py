@@ -4,6 +4,7 @@ around each call, the median)."""
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
 
 import torch
@@ -21,4 +22,18 @@ def cuda_median_ms(fn: Callable[[], object], repeats: int, warmup: int = 0) -> f
         end.record()
         end.synchronize()
         times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
+    """`cuda_median_ms` where CUDA is available, else the median ms of `time.perf_counter` around each call."""
+    if torch.cuda.is_available():
+        return cuda_median_ms(fn, repeats, warmup)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - began) * 1e3)
     return statistics.median(times)
