@@ -121,6 +121,8 @@ def test_speculative_limits_are_clear_errors(tmp_path):
     for options, message in cases:
         with pytest.raises(ValueError, match=message):
             generate_tokens(ours, *one, max_new_tokens=4, **options)
+    with pytest.raises(ValueError, match="one device"):
+        generate_tokens(ours, *one, max_new_tokens=4, assistant_model=bigger.to("meta"))
     with pytest.raises(ValueError, match="one sequence at a time"):
         generate_tokens(ours, ids, mask, max_new_tokens=4, prompt_lookup_num_tokens=3)
 

@@ -94,7 +94,12 @@ def check_speculative(model, assistant_model, gc: GenerationConfig, batch: int) 
     if batch != 1:
         raise ValueError(f"Speculative decoding ({source}) decodes one sequence at a time, got a batch of {batch}: "
                          "call once per prompt, or drop it.")
-    if assistant_model is not None and assistant_model.config.vocab_size > model.config.vocab_size:
+    if assistant_model is None:
+        return
+    here, there = next(model.parameters()).device, next(assistant_model.parameters()).device
+    if here != there:
+        raise ValueError(f"assistant_model is on {there}, the model on {here}: load both on one device.")
+    if assistant_model.config.vocab_size > model.config.vocab_size:
         raise ValueError(f"assistant_model's vocabulary ({assistant_model.config.vocab_size} tokens) is larger than "
                          f"the model's ({model.config.vocab_size}): the assistant must share the model's tokenizer.")
 
