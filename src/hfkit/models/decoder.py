@@ -24,7 +24,7 @@ from enum import Enum
 import torch
 from torch import nn
 
-from ..nn import decode_attention, matvec
+from ..nn import cpu_linear, decode_attention, matvec
 from ..nn.activations import activation
 from ..nn.attention import causal_mask, grouped_attention, softcapped_attention
 from ..nn.mlp import MLPKind
@@ -294,7 +294,9 @@ class MLP(nn.Module):
         if self.proj_in is None:  # a decode step's rows: one kernel (and the norm)
             glu = lambda x, prologue: matvec.glu_linear(x, self.gate_proj, self.up_proj, self.act, prologue)
             x, h = normed_product(x, norm, glu)
-            return self.act(self.gate_proj(x)) * self.up_proj(x) if h is None else h
+            if h is None:
+                h = self.act(cpu_linear.linear(self.gate_proj, x)) * cpu_linear.linear(self.up_proj, x)
+            return h
         x = x if norm is None else norm(x)
         if self.kind is MLPKind.GLU and hasattr(self.proj_in, "forward_glu"):
             return self.proj_in.forward_glu(x, self.act)  # a projection with its own GLU kernel (int8)

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import cpu_linear
 from .activations import gelu_new, gelu_tanh
 
 MAX_ROWS = 4  # more rows of x: a matrix product, which the GEMM libraries do better
@@ -209,7 +210,8 @@ def linear(layer: nn.Module, x: torch.Tensor, residual: torch.Tensor | None = No
     y = linears(x, [layer], residual=residual)
     if y is not None:
         return y
-    return layer(x) if residual is None else residual + layer(x)
+    y = cpu_linear.linear(layer, x)
+    return y if residual is None else residual + y
 
 
 def glu_linear(x: torch.Tensor, gate: nn.Linear, up: nn.Linear, act: Callable,
