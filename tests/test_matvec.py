@@ -33,8 +33,9 @@ def test_kernels_and_decoders_under_the_interpreter():
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 def test_kernels_compile_for_an_h100_and_bf16_ones_do_not_spill():
     """Every kernel variant compiled for sm_90a (benchmarks/explore/registers_sm90.py, no GPU needed): Triton's
-    code generator rejects code its interpreter runs (the sixteenth session's step kernel did), and a kernel that
-    spills registers at the bf16 shapes hfkit launches has lost its speed."""
+    code generator rejects code its interpreter runs (the sixteenth session's step kernel did), a kernel that
+    spills registers at the bf16 shapes hfkit launches has lost its speed, and a bf16 fused multiply-add rounds
+    once where torch rounds twice (the eighteenth session's step kernel on an H100)."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks/explore/registers_sm90.py")], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600, check=False)
@@ -42,6 +43,8 @@ def test_kernels_compile_for_an_h100_and_bf16_ones_do_not_spill():
     lines = run.stdout.splitlines()
     assert len(lines) == 16 and all("registers" in line for line in lines), run.stdout
     assert all(" 0 bytes spill stores" in line for line in lines if "fp32" not in line), run.stdout
+    # no bf16 multiply fused into an add: STEP's RoPE rounds both products first, as torch (an H100 showed the fusion)
+    assert all(line.endswith("; 0 bf16/f16 fma") for line in lines), run.stdout
 
 
 @pytest.mark.skipif(torch.backends.cuda.is_built(), reason="a CUDA build of torch imports Triton for the kernels")

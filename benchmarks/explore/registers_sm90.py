@@ -32,14 +32,16 @@ PTXAS = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidi
 FLOATS = {"scale_log2", "eps"}  # the float scalars among the kernels' arguments
 
 
-def report(kernel, types: dict, constexprs: dict, num_warps: int, unaligned: set, aligned: bool) -> str:
-    """ptxas's register and spill lines for `kernel` at these argument types ("*bf16", …; other arguments int32)."""
+def report(kernel, types: dict, constexprs: dict, num_warps: int, unaligned: set, aligned: bool,
+           options: dict) -> str:
+    """ptxas's register and spill lines for `kernel` at these argument types ("*bf16", …; other arguments int32),
+    and the count of half-precision fused multiply-adds in its PTX (rounding once where torch rounds twice)."""
     names = kernel.arg_names
     signature = {n: "constexpr" if n in constexprs else types.get(n, "fp32" if n in FLOATS else "i32") for n in names}
     divisible = [n for n in names if aligned and n not in constexprs and n not in FLOATS and n not in unaligned]
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in divisible}
     compiled = triton.compile(ASTSource(kernel, signature, constexprs, attrs), target=GPUTarget("cuda", 90, 32),
-                              options={"num_warps": num_warps})
+                              options={"num_warps": num_warps, **options})
     with tempfile.TemporaryDirectory() as tmp:
         ptx = os.path.join(tmp, "kernel.ptx")
         with open(ptx, "w") as f:
@@ -47,7 +49,8 @@ def report(kernel, types: dict, constexprs: dict, num_warps: int, unaligned: set
         done = subprocess.run([PTXAS, "-v", "--gpu-name", "sm_90a", ptx, "-o", os.path.join(tmp, "kernel.o")],
                               capture_output=True, text=True, check=True)
     lines = [line.split("info    : ")[-1].strip() for line in done.stderr.splitlines()]
-    return "; ".join(line for line in lines if "registers" in line or "spill" in line)
+    fused = sum(compiled.asm["ptx"].count(op) for op in ("fma.rn.bf16", "fma.rn.f16"))
+    return "; ".join([*(line for line in lines if "registers" in line or "spill" in line), f"{fused} bf16/f16 fma"])
 
 
 def decode_cases():
@@ -63,7 +66,8 @@ def decode_cases():
                 constexprs = {"G": 4, "D": D, "HAS_MASK": True, "STEP": step, "UPCAST": dtype == "fp32",
                               "BLOCK_G": 16, "BLOCK_HALF": D // 2, "BLOCK_S": block_s}
                 label = f"decode_attention {dtype} D={D}{' STEP' if step else ''}"
-                yield label, decode_attention._decode_attention_kernel, pointers, constexprs, 4, {"NKV"}
+                options = decode_attention.STEP_LAUNCH if step else {}
+                yield label, decode_attention._decode_attention_kernel, pointers, constexprs, 4, {"NKV"}, options
 
 
 def window_cases():
@@ -74,7 +78,7 @@ def window_cases():
         constexprs = {"WINDOW": 64, "D": 64, "ROPE": rope, "UPCAST": False, "BLOCK_M": window_attention.BLOCK_M,
                       "BLOCK_N": 64}
         yield f"window_attention bf16{' ROPE' if rope else ''}", window_attention._window_attention_kernel, \
-            pointers, constexprs, 4, {"N"}
+            pointers, constexprs, 4, {"N"}, {}
 
 
 def matvec_cases():
@@ -90,7 +94,7 @@ def matvec_cases():
                           "NORM": on and fused == "NORM", "RESIDUAL": on and fused == "RESIDUAL",
                           "BLOCK_N": config["BLOCK_N"], "BLOCK_K": config["BLOCK_K"]}
             yield f"matvec {label}{' ' + fused if on else ''}", matvec._matvec_kernel, pointers, constexprs, \
-                config["num_warps"], {"ROWS"}
+                config["num_warps"], {"ROWS"}, {}
 
 
 def main():
@@ -98,8 +102,8 @@ def main():
     parser.add_argument("--unaligned", action="store_true", help="no divisibility-by-16 specialisation")
     args = parser.parse_args()
     for cases in (decode_cases, window_cases, matvec_cases):
-        for label, kernel, pointers, constexprs, warps, unaligned in cases():
-            registers = report(kernel, pointers, constexprs, warps, unaligned, aligned=not args.unaligned)
+        for label, kernel, pointers, constexprs, warps, unaligned, options in cases():
+            registers = report(kernel, pointers, constexprs, warps, unaligned, not args.unaligned, options)
             print(f"{label} ({warps} warps): {registers}")
 
 

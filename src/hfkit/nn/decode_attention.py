@@ -234,8 +234,16 @@ def _launch(q, k, v, mask, scale, splits, step=None):
         kn.stride(0), kn.stride(1), vn.stride(0), vn.stride(1), G=G, D=D, HAS_MASK=mask is not None,
         STEP=step is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED,
         BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, num_warps=4)
+        BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, num_warps=4,
+        **(STEP_LAUNCH if step is not None else {}))
     return acc, top, total, out
+
+
+# STEP rounds RoPE's two products to q's dtype before their sum, as apply_rope(upcast=False). With FMA fusion on, the
+# GPU's compiler narrows each product to a bf16 multiply and fuses the first into the sum (fma.rn.bf16), rounding
+# once where torch rounds twice: on an H100 226 of 1024 elements of a written key differed. Without it, the PTX has
+# separate mul.rn.bf16 / add.rn.bf16 (benchmarks/explore/registers_sm90.py counts the fused ones).
+STEP_LAUNCH = {"enable_fp_fusion": False}
 
 
 @torch.library.custom_op("hfkit::decode_attention_splits", mutates_args=())
