@@ -15,7 +15,7 @@ from .beam import beam_search
 from .config import GenerationConfig
 from .greedy_static import finish_rows, greedy_static
 from .processors import mark_seen, process, seen_tokens
-from .speculative import speculative_greedy
+from .speculative import check_speculative, speculative_greedy
 from .static_cache import compiled_step, decode_static, prefill_static, static_cache_for, warn_once
 from .steps import decode_one_token, position_ids_from_mask, prefill
 from .stopping import StopStrings
@@ -81,27 +81,6 @@ def generate_tokens(
                                       assistant_model, cache, compile)
         return sample(model, input_ids, attention_mask, gc, max_length, min_length, eos, pad, stop, generator,
                       cache, compile)
-
-
-def check_speculative(model, assistant_model, gc: GenerationConfig, batch: int) -> None:
-    """Speculative decoding's limits, as clear errors: greedy, one row, one candidate source, a shared vocabulary."""
-    source = "assistant_model" if assistant_model is not None else "prompt_lookup_num_tokens"
-    if assistant_model is not None and gc.prompt_lookup_num_tokens:
-        raise ValueError("Pass assistant_model or prompt_lookup_num_tokens, not both: each is a source of candidates.")
-    if gc.do_sample or gc.num_beams > 1:
-        raise ValueError(f"Speculative decoding ({source}) is greedy here, without sampling or beams: pass "
-                         f"do_sample=False and num_beams=1, or drop {source}.")
-    if batch != 1:
-        raise ValueError(f"Speculative decoding ({source}) decodes one sequence at a time, got a batch of {batch}: "
-                         "call once per prompt, or drop it.")
-    if assistant_model is None:
-        return
-    here, there = next(model.parameters()).device, next(assistant_model.parameters()).device
-    if here != there:
-        raise ValueError(f"assistant_model is on {there}, the model on {here}: load both on one device.")
-    if assistant_model.config.vocab_size > model.config.vocab_size:
-        raise ValueError(f"assistant_model's vocabulary ({assistant_model.config.vocab_size} tokens) is larger than "
-                         f"the model's ({model.config.vocab_size}): the assistant must share the model's tokenizer.")
 
 
 def plain_greedy(gc: GenerationConfig, stop: StopStrings | None, eos_suppressed: bool) -> bool:

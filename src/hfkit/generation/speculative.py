@@ -51,11 +51,11 @@ class DraftModel:
         self.length = _DRAFT_LENGTHS[model] if persistent else gc.num_assistant_tokens
         self.cache, self.cached = KVCache(), 0  # tokens of the text in the cache
 
-    def propose(self, ids: torch.Tensor, mask: torch.Tensor, count: int) -> torch.Tensor:  # (≤ count,)
-        """Up to `count` greedy tokens after `ids` (1, L), `mask` (1, L) its padding; fewer when the draft's top
+    def propose(self, text: list[int], mask: torch.Tensor, count: int) -> list[int]:  # ≤ count tokens
+        """Up to `count` greedy tokens after `text` (L tokens), `mask` (1, L) its padding; fewer when the draft's top
         probability falls below `assistant_confidence_threshold`."""
         count = min(count, self.length)
-        chunk, tokens = ids[:, self.cached :], []
+        chunk, tokens = torch.tensor([text[self.cached :]], device=mask.device), []  # (1, L - cached): the text not yet cached
         positions = position_ids_from_mask(mask)  # (1, L)
         for _ in range(count):
             L = self.cached + chunk.shape[1]
@@ -70,7 +70,7 @@ class DraftModel:
             chunk = token[:, None]  # (1, 1)
             mask = torch.cat((mask, mask.new_ones(1, 1)), dim=1)
             positions = torch.cat((positions, positions[:, -1:] + 1), dim=1)
-        return torch.cat(tokens) if tokens else ids[0, :0]
+        return torch.cat(tokens).tolist() if tokens else []
 
     def accepted(self, text_length: int, proposed: int, kept: int) -> None:
         """The model kept `kept` of `proposed` candidates; the text is now `text_length` tokens."""
@@ -82,6 +82,27 @@ class DraftModel:
                 _DRAFT_LENGTHS[self.model] = self.length
 
 
+def check_speculative(model, assistant_model, gc: GenerationConfig, batch: int) -> None:
+    """Speculative decoding's limits, as clear errors: greedy, one row, one candidate source, a shared vocabulary."""
+    source = "assistant_model" if assistant_model is not None else "prompt_lookup_num_tokens"
+    if assistant_model is not None and gc.prompt_lookup_num_tokens:
+        raise ValueError("Pass assistant_model or prompt_lookup_num_tokens, not both: each is a source of candidates.")
+    if gc.do_sample or gc.num_beams > 1:
+        raise ValueError(f"Speculative decoding ({source}) is greedy here, without sampling or beams: pass "
+                         f"do_sample=False and num_beams=1, or drop {source}.")
+    if batch != 1:
+        raise ValueError(f"Speculative decoding ({source}) decodes one sequence at a time, got a batch of {batch}: "
+                         "call once per prompt, or drop it.")
+    if assistant_model is None:
+        return
+    here, there = next(model.parameters()).device, next(assistant_model.parameters()).device
+    if here != there:
+        raise ValueError(f"assistant_model is on {there}, the model on {here}: load both on one device.")
+    if assistant_model.config.vocab_size > model.config.vocab_size:
+        raise ValueError(f"assistant_model's vocabulary ({assistant_model.config.vocab_size} tokens) is larger than "
+                         f"the model's ({model.config.vocab_size}): the assistant must share the model's tokenizer.")
+
+
 def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: GenerationConfig,
                        max_length: int, min_length: int, eos: torch.Tensor, stop: StopStrings | None,
                        assistant_model=None, cache: str = "dynamic", compile: bool = False) -> torch.Tensor:  # (1, T + new)
@@ -89,13 +110,14 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     cache="static": every pass checks the same number of candidates (padded), so under `compile` it is one CUDA
     graph; the assistant's heuristic schedule then stays at or below num_assistant_tokens."""
     width = gc.prompt_lookup_num_tokens or gc.num_assistant_tokens  # candidates per pass, at most
-    text = input_ids[0].tolist()  # the row on the host, extended in place: lookup and stop strings read no device
+    text = input_ids[0].tolist()  # the row so far, on the host: lookup and stop strings read no device tensor
     if assistant_model is not None:
         draft = DraftModel(assistant_model, gc)
         propose: Callable = draft.propose
     else:
         draft = None
-        propose = lambda ids, mask, count: lookup_candidates(torch.tensor(text), count, gc.max_matching_ngram_size)
+        propose = lambda text, mask, count: lookup_candidates(torch.tensor(text), count,
+                                                              gc.max_matching_ngram_size).tolist()
     if cache == "static":
         kv = static_cache_for(model, 1, max_length + width, next(model.parameters()).dtype, input_ids.device)
         logits = prefill_static(model, input_ids, attention_mask, kv)[:, None]  # (1, 1, V): the next token's
@@ -110,35 +132,34 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
         forward = lambda tokens, mask, positions: model(tokens, mask, positions, kv, use_cache=True).logits.float()
     seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if gc.repetition_penalty != 1.0 else None
     eos_ids = set(eos.tolist())
-    ids, mask, candidates = input_ids, attention_mask, []
+    mask, candidates = attention_mask, []
     while True:
         greedy = logits[0].argmax(-1).tolist()  # (1 + K,) each position's unprocessed choice: one read-back
         chosen, done = [], False
         for i in range(logits.shape[1]):  # position i chooses the token after the newest token and i candidates
-            length = ids.shape[1] + len(chosen)
+            length = len(text) + len(chosen)
             token = greedy[i]
             if seen is not None or length < min_length:
                 token = int(process(logits[:, i], gc, seen, eos, length, min_length).argmax(-1))
             chosen.append(token)
             if seen is not None:
-                seen = mark_seen(seen, ids.new_tensor([token]))
+                seen = mark_seen(seen, input_ids.new_tensor([token]))
             done = (length + 1 == max_length or token in eos_ids
                     or (stop is not None and bool(stop(torch.tensor([(text + chosen)[-stop.window :]])))))
             if done or i == len(candidates) or token != candidates[i]:
                 break
         kept = len(chosen) - 1  # candidates accepted; the last chosen token is the model's own
-        ids = torch.cat((ids, ids.new_tensor([chosen])), dim=1)  # (1, L)
         text += chosen
         mask = torch.cat((mask, mask.new_ones(1, len(chosen))), dim=1)
         if draft is not None:
-            draft.accepted(ids.shape[1], len(candidates), kept)
+            draft.accepted(len(text), len(candidates), kept)
         if done:
-            return ids
-        kv.crop(ids.shape[1] - 1)  # the accepted candidates' keys stay, the rejected ones' go
-        candidates = propose(ids, mask, min(width, max(0, max_length - ids.shape[1] - 1))).tolist()
+            return input_ids.new_tensor([text])
+        kv.crop(len(text) - 1)  # the accepted candidates' keys stay, the rejected ones' go
+        candidates = propose(text, mask, min(width, max(0, max_length - len(text) - 1)))
         if cache == "static":  # a fixed-shape pass: padded with the newest token (kept only if the model agrees)
             candidates += [chosen[-1]] * (width - len(candidates))
-        step_ids = ids.new_tensor([chosen[-1:] + candidates])  # (1, 1 + K): the newest token, the candidates
+        step_ids = input_ids.new_tensor([chosen[-1:] + candidates])  # (1, 1 + K): the newest token, the candidates
         step_mask = torch.cat((mask, mask.new_ones(1, len(candidates))), dim=1)
         positions = position_ids_from_mask(step_mask)[:, -step_ids.shape[1] :]  # (1, 1 + K)
         logits = forward(step_ids, step_mask, positions)  # (1, 1 + K, V)

@@ -9,9 +9,10 @@ to the host. It implements the decoder's cache interface (`update(layer, k, v)` 
   slots (fixed shape) and places the step's queries on the last n of them.
 - the keys go to attention "newest last" (the buffers rolled by `index_select` at a device index) when the step has
   several tokens (a prefill, speculative candidates) or the model has sliding-window layers, else in slot order,
-  where a one-token step's causal and window clauses are all-true anyway. The (B, max_len) key mask from `key_mask()` is in the same order: the dynamic cache's
-  left-padded mask, left-padded again with the slots not yet written. So every query sees exactly the keys it sees
-  with the dynamic cache (extra keys are masked), and windows keep counting cache slots, as there.
+  where a one-token step's causal and window clauses are all-true anyway. The (B, max_len) key mask from
+  `key_mask()` is in the same order: the dynamic cache's left-padded mask, left-padded again with the slots not yet
+  written. So every query sees exactly the keys it sees with the dynamic cache (extra keys are masked), and windows
+  keep counting cache slots, as there.
 
 The loop owns the order of calls: `start(attention_mask)` before the prefill, `advance(n)` before each decode step
 (inside the compiled step), `crop(length)` after a speculative step. See `prefill_static`, `decode_static` and

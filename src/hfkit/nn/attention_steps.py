@@ -32,8 +32,9 @@ if triton is not None:  # (the CPU wheels of torch come without Triton)
     def rotate_halves(x1, x2, cos_ptr, sin_ptr, at, ok, ROUND_PRODUCTS: tl.constexpr, HALF: tl.constexpr):
         """A head's halves x1, x2 (…, HALF) rotated by the angles at offsets `at` of the cos/sin tables (rows of
         2·HALF; `ok` masks the loads), back in x's dtype: x · cos + rotate_half(x) · sin, rotate_half(x) = (-x₂, x₁).
-        ROUND_PRODUCTS: each product and the sum rounded to x's dtype, as the decoders' apply_rope(upcast=False);
-        else float32 throughout, rounded once, as apply_rope."""
+        ROUND_PRODUCTS: each product and the sum rounded to x's dtype, as the decoders' apply_rope(upcast=False),
+        which holds only in a kernel launched with enable_fp_fusion=False (else the GPU's compiler fuses a product
+        into the sum: decode_attention.STEP_LAUNCH); else float32 throughout, rounded once, as apply_rope."""
         c1 = tl.load(cos_ptr + at, mask=ok, other=0.0).to(tl.float32)
         c2 = tl.load(cos_ptr + at + HALF, mask=ok, other=0.0).to(tl.float32)
         s1 = tl.load(sin_ptr + at, mask=ok, other=0.0).to(tl.float32)

@@ -33,4 +33,3 @@ def linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:  # (..., K) → (
     if layer.bias is not None:
         y = y + layer.bias
     return y.reshape(*x.shape[:-1], layer.out_features)
-
