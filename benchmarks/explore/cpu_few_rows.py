@@ -19,6 +19,7 @@ import torch.nn.functional as F
 import transformers
 
 import hfkit
+from hfkit.bench.decode_gpu import small_llama_config
 from hfkit.bench.timing import median_ms
 from hfkit.generation import generate_tokens
 from hfkit.nn import cpu_linear
@@ -44,9 +45,7 @@ def products(repeats: int) -> None:
 
 
 def generation(repeats: int) -> None:
-    config = transformers.LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=4608, num_hidden_layers=8,
-                                      num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=True,
-                                      bos_token_id=None, eos_token_id=None, pad_token_id=None)
+    config = small_llama_config(intermediate_size=4608)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp)

@@ -19,7 +19,7 @@ import torch
 import transformers
 
 import hfkit
-from hfkit.bench.decode_gpu import llama_1b_config
+from hfkit.bench.decode_gpu import llama_1b_config, small_llama_config
 from hfkit.bench.timing import median_ms
 from hfkit.generation import generate_tokens
 from hfkit.generation.static_cache import (
@@ -30,15 +30,6 @@ from hfkit.generation.static_cache import (
 )
 
 
-def small_config() -> transformers.LlamaConfig:
-    """A ~60 M-parameter Llama for this CPU: 8 layers of 512, vocabulary 32 000."""
-    return transformers.LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
-                                    num_attention_heads=8, num_key_value_heads=4, tie_word_embeddings=True,
-                                    bos_token_id=None, eos_token_id=None, pad_token_id=None)
-
-
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lookup", type=int, default=8)
@@ -47,7 +38,7 @@ def main():
     args = parser.parse_args()
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
-    config, dtype, device = (llama_1b_config(), torch.bfloat16, "cuda") if cuda else (small_config(), torch.float32, "cpu")
+    config, dtype, device = (llama_1b_config(), torch.bfloat16, "cuda") if cuda else (small_llama_config(), torch.float32, "cpu")
     with tempfile.TemporaryDirectory() as tmp:
         transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
         model = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype=str(dtype).split(".")[1], device=device)

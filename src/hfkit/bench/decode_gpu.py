@@ -38,6 +38,13 @@ def llama_1b_config() -> transformers.LlamaConfig:
         bos_token_id=None, eos_token_id=None, pad_token_id=None)
 
 
+def small_llama_config(intermediate_size: int = 1536) -> transformers.LlamaConfig:
+    """A Llama of 8 layers of 512 and a 32 000-token vocabulary (~60–70 M parameters): CPU explorations."""
+    return transformers.LlamaConfig(vocab_size=32000, hidden_size=512, intermediate_size=intermediate_size,
+                                    num_hidden_layers=8, num_attention_heads=8, num_key_value_heads=4,
+                                    tie_word_embeddings=True, bos_token_id=None, eos_token_id=None, pad_token_id=None)
+
+
 def timed(fn) -> tuple[float, torch.Tensor]:  # seconds, output
     torch.cuda.synchronize()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
