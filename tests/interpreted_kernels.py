@@ -252,7 +252,7 @@ def check_static_decode_steps(tmp: Path) -> None:
     ids = torch.randint(3, 90, (2, 9), generator=torch.Generator().manual_seed(6))
     mask = torch.ones_like(ids)
     mask[1, :4] = 0
-    gpu_config, launch, steps = matvec.config_for, decode_attention._launch, []
+    gpu_config, launch, steps, default = matvec.config_for, decode_attention._launch, [], decode_attention.STEP_ON
     matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}  # as check_decoders
     decode_attention._launch = lambda *args: steps.append(len(args) > 6 and args[6] is not None) or launch(*args)
     try:
@@ -275,7 +275,7 @@ def check_static_decode_steps(tmp: Path) -> None:
             steps.clear()
     finally:
         matvec.config_for, decode_attention._launch = gpu_config, launch
-        decode_attention.STEP_ON = False
+        decode_attention.STEP_ON = default
 
 
 def check_window_attention(tmp: Path) -> None:
@@ -333,7 +333,7 @@ if __name__ == "__main__":
     assert window_attention.ENABLED  # on by default (measured on an H100)
     assert not matvec.FUSED_NORMS  # off until measured on a GPU
     assert not window_attention.ROTATES  # likewise
-    assert not decode_attention.STEP_ON  # likewise
+    assert decode_attention.STEP_ON  # on by default (measured on an H100)
     check_kernels()
     check_float_kernels()
     check_norm_and_residual()

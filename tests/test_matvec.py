@@ -140,6 +140,7 @@ def test_cuda_norm_prologue_and_residual_against_the_torch_path(dtype, tmp_path,
     _, ours = build(tmp_path, "llama")
     ours = ours.cuda()
     ids, mask = (t.cuda() for t in left_padded())
+    monkeypatch.setattr(decode_attention, "STEP_ON", False)
     plain = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True)
     monkeypatch.setattr(matvec, "FUSED_NORMS", True)
     torch._dynamo.reset()
@@ -219,6 +220,7 @@ def test_compiled_cuda_steps_with_the_step_kernel_decode_as_without(tmp_path, mo
     _, ours = build(tmp_path, "llama")
     ours = ours.cuda()
     ids, mask = (t.cuda() for t in left_padded())
+    monkeypatch.setattr(decode_attention, "STEP_ON", False)
     plain = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True)
     calls = []
     kernel = decode_attention.decode_step
@@ -231,6 +233,7 @@ def test_compiled_cuda_steps_with_the_step_kernel_decode_as_without(tmp_path, mo
 
 
 def test_decode_attention_is_on_and_keeps_sdpa_on_the_cpu():
-    """On by default (measured faster on an H100); CPU tensors, with no interpreter, keep SDPA."""
-    assert decode_attention.ENABLED
+    """On by default (measured faster on an H100), the step kernel too; CPU tensors, with no interpreter, keep
+    SDPA."""
+    assert decode_attention.ENABLED and decode_attention.STEP_ON
     assert not decode_attention.applies(torch.randn(1, 4, 1, 16), torch.randn(1, 2, 5, 16), None, 0.0)

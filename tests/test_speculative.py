@@ -10,6 +10,7 @@ import torch
 
 import hfkit
 from hfkit.generation import generate_tokens
+from hfkit.generation import speculative as speculative_module
 from hfkit.generation.speculative import _DRAFT_LENGTHS, lookup_candidates
 
 from .parity.test_decoder_matrix import build, left_padded
@@ -29,11 +30,12 @@ class Counted(torch.nn.Module):
 
     def __init__(self, model):
         super().__init__()
-        self.model, self.calls = model, 0
+        self.model, self.calls, self.widths = model, 0, []  # widths: tokens per pass
         self.config = model.config
 
     def forward(self, *args, **kwargs):
         self.calls += 1
+        self.widths.append(args[0].shape[1])
         return self.model(*args, **kwargs)
 
 
@@ -162,11 +164,25 @@ def test_cli_generate_speculatively(tmp_path):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
-def test_static_cache_passes_check_a_fixed_number_of_candidates(tmp_path, family):
-    """cache="static": padded fixed-shape passes through the preallocated cache, cropped after each check."""
+def test_static_cache_passes_check_a_fixed_number_of_candidates(tmp_path, family, monkeypatch):
+    """cache="static": padded fixed-shape passes through the preallocated cache, cropped after each check; a pass
+    without candidates is greedy decoding's one-token step."""
     reference, ours = build(tmp_path, family)
     ids, mask = left_padded((11,))
     expected = greedy(reference, ids, mask, eos_token_id=None)
     for speculative in ({"prompt_lookup_num_tokens": 5}, {"assistant_model": ours, "num_assistant_tokens": 6}):
         got = generate_tokens(ours, ids, mask, max_new_tokens=NEW, eos_token_id=None, cache="static", **speculative)
         assert torch.equal(got, expected), (speculative, got, expected)
+    calls = []
+
+    def every_other_lookup_empty(ids, count, max_ngram):
+        calls.append(1)
+        return lookup_candidates(ids, count, max_ngram)[: 0 if len(calls) % 2 else count]
+
+    monkeypatch.setattr(speculative_module, "lookup_candidates", every_other_lookup_empty)
+    counted = Counted(ours)
+    got = generate_tokens(counted, ids, mask, max_new_tokens=NEW, eos_token_id=None, cache="static",
+                          prompt_lookup_num_tokens=5)
+    assert torch.equal(got, expected)
+    # after the prompt: greedy's one-token step where lookup found nothing, else 1 + 5 tokens, never between
+    assert counted.widths[0] == ids.shape[1] and set(counted.widths[1:]) == {1, 6}, counted.widths

@@ -6,8 +6,8 @@ in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8. -
 `nn.matvec`'s kernels and with K/V repeated per query head for SDPA in the same process (bf16: cuBLAS / inductor
 products; --int8: the int8 step as the third session had it, unstacked layers and inductor's products), and the
 shipped step with K/V repeated for SDPA (and, with --attention-kernel, with SDPA's folded query heads instead of
-`nn.decode_attention`); --candidates: also the step with each kernel switch that is not yet on by default
-(CANDIDATES); --profile: the kernels of 50 step replays; --options: inductor options added to STEP_OPTIONS, one
+`nn.decode_attention`); --candidates: also the step with each kernel switch of CANDIDATES set against the
+default; --profile: the kernels of 50 step replays; --options: inductor options added to STEP_OPTIONS, one
 variant per argument (KEY=VALUE[,KEY=VALUE]), each compiled afresh in this process, e.g.
 `--options "" combo_kernels=True triton.enable_pdl=True`.
 
@@ -28,7 +28,7 @@ import transformers
 from torch import nn
 
 import hfkit
-from hfkit.bench.decode_gpu import CANDIDATES, llama_1b_config, switched_on
+from hfkit.bench.decode_gpu import CANDIDATES, llama_1b_config, switched
 from hfkit.generation import generate_tokens, static_cache
 from hfkit.generation.greedy_static import GreedyState, greedy_step
 from hfkit.generation.static_cache import (
@@ -102,7 +102,7 @@ def main():
     parser.add_argument("--attention-kernel", action="store_true",
                         help="with --before, also the step with SDPA instead of nn.decode_attention (on by default)")
     parser.add_argument("--candidates", action="store_true",
-                        help="also the kernels not yet on by default: " + ", ".join(CANDIDATES))
+                        help="also the kernel switches against the default: " + ", ".join(CANDIDATES))
     args = parser.parse_args()
     torch.manual_seed(0)
     config = llama_1b_config()
@@ -145,7 +145,7 @@ def main():
         static_cache.STEP_OPTIONS.clear()
         static_cache.STEP_OPTIONS.update(SHIPPED, **parse_options(options))
         matvec.ENABLED = not label.startswith("before")
-        with switched_on(CANDIDATES.get(label, ())):
+        with switched(CANDIDATES.get(label, ())):
             measure(before if label.startswith("before") else model, ids, mask, label, args.profile)
 
 

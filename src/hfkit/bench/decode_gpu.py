@@ -1,8 +1,9 @@
 """Greedy decode throughput on one CUDA GPU: a Llama-3.2-1B-shaped model (random init, bf16), batch 1, 128-token
 prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, static +
-compiled with candidates not yet on by default (the layers' norms and residual additions inside the matvec kernels,
-matvec.FUSED_NORMS; the steps' RoPE and cache writes inside the attention kernel, decode_attention.STEP_ON; both),
-and static + compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
+compiled with each kernel switch of CANDIDATES set against the default (the layers' norms and residual additions
+inside the matvec kernels, matvec.FUSED_NORMS, not yet on; the steps without their RoPE and cache writes inside the
+attention kernel, decode_attention.STEP_ON off), and static + compiled with int8 weights (opt-in, lossy), all in
+this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
 synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph
@@ -55,23 +56,22 @@ def timed(fn) -> tuple[float, torch.Tensor]:  # seconds, output
     return start.elapsed_time(end) / 1e3, out
 
 
-CANDIDATES = {  # label → the kernel switches it turns on (module, flag): kernels not yet on by default
-    "fused norms (matvec.FUSED_NORMS)": ((matvec, "FUSED_NORMS"),),
-    "step kernel (decode_attention.STEP_ON)": ((decode_attention, "STEP_ON"),),
-    "fused norms + step kernel": ((matvec, "FUSED_NORMS"), (decode_attention, "STEP_ON")),
+CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): the A/B of kernels against the default
+    "fused norms (matvec.FUSED_NORMS)": ((matvec, "FUSED_NORMS", True),),
+    "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),
 }
 
 
 @contextlib.contextmanager
-def switched_on(flags):
-    """The (module, flag) switches on inside the block, back as they were after it."""
-    before = [getattr(module, flag) for module, flag in flags]
-    for module, flag in flags:
-        setattr(module, flag, True)
+def switched(flags):
+    """The (module, flag, value) switches set inside the block, back as they were after it."""
+    before = [getattr(module, flag) for module, flag, _ in flags]
+    for module, flag, value in flags:
+        setattr(module, flag, value)
     try:
         yield
     finally:
-        for (module, flag), value in zip(flags, before, strict=True):
+        for (module, flag, _), value in zip(flags, before, strict=True):
             setattr(module, flag, value)
 
 
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None):
 
     def candidate(flags):
         def run(n):
-            with switched_on(flags):
+            with switched(flags):
                 return ours_("static", True, ours_fused)(n)
         return run
 

@@ -18,7 +18,13 @@ import torch
 from ..models.decoder import KVCache
 from .config import GenerationConfig
 from .processors import mark_seen, process, seen_tokens
-from .static_cache import compiled_step, prefill_static, static_cache_for, verify_static
+from .static_cache import (
+    compiled_step,
+    decode_static,
+    prefill_static,
+    static_cache_for,
+    verify_static,
+)
 from .steps import position_ids_from_mask, prefill
 from .stopping import StopStrings
 
@@ -108,7 +114,8 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
                        assistant_model=None, cache: str = "dynamic", compile: bool = False) -> torch.Tensor:  # (1, T + new)
     """Greedy decoding of one row, checking candidates from prompt lookup or `assistant_model` in one pass each.
     cache="static": every pass checks the same number of candidates (padded), so under `compile` it is one CUDA
-    graph; the assistant's heuristic schedule then stays at or below num_assistant_tokens."""
+    graph, and a pass without candidates is greedy decoding's one-token step (its graph); the assistant's heuristic
+    schedule then stays at or below num_assistant_tokens."""
     width = gc.prompt_lookup_num_tokens or gc.num_assistant_tokens  # candidates per pass, at most
     text = input_ids[0].tolist()  # the row so far, on the host: lookup and stop strings read no device tensor
     if assistant_model is not None:
@@ -121,11 +128,15 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     if cache == "static":
         kv = static_cache_for(model, 1, max_length + width, next(model.parameters()).dtype, input_ids.device)
         logits = prefill_static(model, input_ids, attention_mask, kv)[:, None]  # (1, 1, V): the next token's
-        step = compiled_step(verify_static, input_ids.device) if compile else verify_static
+        check = compiled_step(verify_static, input_ids.device) if compile else verify_static
+        one = compiled_step(decode_static, input_ids.device) if compile else decode_static
 
-        def forward(tokens, mask, positions):
-            kv.step, kv.order = tokens.shape[1], None  # the same entry state every pass: one compiled graph
-            return step(model, tokens, positions, kv)
+        def forward(tokens, mask, positions):  # two fixed shapes, two graphs: 1 token (no candidates) or 1 + width
+            if tokens.shape[1] == 1:  # greedy decoding's own step, in its entry state
+                kv.step, kv.order = 1, (kv.order if kv.windowed else None)
+                return one(model, tokens, positions, kv)[:, None]
+            kv.step, kv.order = tokens.shape[1], None  # the same entry state every checking pass
+            return check(model, tokens, positions, kv)
     else:
         kv = KVCache()
         logits = prefill(model, input_ids, attention_mask, kv)[:, None]
@@ -157,8 +168,8 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
             return input_ids.new_tensor([text])
         kv.crop(len(text) - 1)  # the accepted candidates' keys stay, the rejected ones' go
         candidates = propose(text, mask, min(width, max(0, max_length - len(text) - 1)))
-        if cache == "static":  # a fixed-shape pass: padded with the newest token (kept only if the model agrees)
-            candidates += [chosen[-1]] * (width - len(candidates))
+        if cache == "static" and candidates:  # a fixed-shape pass: padded with the newest token (kept only if the
+            candidates += [chosen[-1]] * (width - len(candidates))  # model agrees); none: a one-token step
         step_ids = input_ids.new_tensor([chosen[-1:] + candidates])  # (1, 1 + K): the newest token, the candidates
         step_mask = torch.cat((mask, mask.new_ones(1, len(candidates))), dim=1)
         positions = position_ids_from_mask(step_mask)[:, -step_ids.shape[1] :]  # (1, 1 + K)

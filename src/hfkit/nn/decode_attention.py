@@ -35,9 +35,10 @@ if triton is not None:  # (the CPU wheels of torch come without Triton)
 ENABLED = True
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_CACHE = 8192  # longer caches keep SDPA until the kernel has been measured on them
-# decode_step: the step's RoPE and cache write inside the kernel (two of inductor's kernels a layer fewer, predicted);
-# off until measured on a GPU
-STEP_ON = False
+# decode_step: the step's RoPE and cache write inside the kernel (two of inductor's kernels a layer fewer). On:
+# measured on an H100 (benchmarks/RESULTS.md, nineteenth session), the compiled Llama-3.2-1B step 805 → 822 tok/s
+# (790 → 817 the session before); keys rounded as apply_rope(upcast=False) rounds, bit for bit (tests/test_matvec.py)
+STEP_ON = True
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
