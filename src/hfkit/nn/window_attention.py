@@ -37,6 +37,9 @@ HEAD_DIMS = (32, 64, 128, 256)  # split in halves for RoPE, each at least tl.dot
 # The layer's RoPE inside the kernel, q and k read unrotated from the q | k | v product: saves a pass that reads and
 # writes q and k (~0.27 ms a local layer on 130k tokens, predicted). False: apply_rope before it; on once measured
 ROTATES = False
+# With RoPE inside, one pipeline stage: 0.71 against 0.97 ms at Triton's default, alone on 130k tokens on an H100
+# (benchmarks/RESULTS.md, nineteenth session)
+ROPE_STAGES = 1
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> bool:
@@ -111,7 +114,8 @@ def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor
     upcast = q.dtype == torch.float32 or matvec.INTERPRETED
     rope = cos is not None
     cos, sin = (cos.contiguous(), sin.contiguous()) if rope else (rows, rows)  # (unused pointers without RoPE)
-    extra = {} if num_stages is None else {"num_stages": num_stages}
+    stages = num_stages or (ROPE_STAGES if rope else None)
+    extra = {} if stages is None else {"num_stages": stages}
     _window_attention_kernel[(triton.cdiv(N, block_m), H)](
         q, k, v, rows, cos, sin, out, N, scale * LOG2_E, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         v.stride(0), v.stride(1), out.stride(0), out.stride(1), WINDOW=window, D=D, ROPE=rope, UPCAST=upcast,
