@@ -4,10 +4,11 @@
 q, k, v as views of one (N, 3, H, D) tensor as the layers have them: varlen_attn with window_size (what the local
 layers ran before the kernel), `hfkit.nn.window_attention` with RoPE inside and with apply_rope before it, and
 varlen_attn without a window (the global layers) for scale; max |Δ| against varlen with a window. --sweep: the
-kernel (RoPE inside) at every launch shape of SWEEP.
+kernel (RoPE inside) at every launch shape of SWEEP, and the kernel after apply_rope at those of PLAIN_SWEEP.
 (b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts as one
-batch: the kernel with RoPE inside (`window_attention.ROTATES`), the kernel after apply_rope (shipped), varlen_attn
-windows; in the same process (CUDA events, medians, round-robin).
+batch: the kernel with RoPE inside (`window_attention.ROTATES`), the kernel after apply_rope (shipped), each also
+at the other's pipeline stages (`window_attention.STAGES`), varlen_attn windows; in the same process (CUDA events,
+medians, round-robin).
 
     PYTHONPATH=src python benchmarks/explore/window_attention.py [--repeats 7] [--sweep]
 """
@@ -37,6 +38,7 @@ from hfkit.nn.rope import apply_rope, rope_tables
 
 SWEEP = [(block_m, block_n, warps, stages) for block_m in (32, 64, 128) for block_n in (32, 64, 128)
          for warps in (4, 8) for stages in (1, 2, 3)]
+PLAIN_SWEEP = [(block_m, block_n, 4, stages) for block_m in (64, 128) for block_n in (32, 64) for stages in (1, 2, 3)]
 
 
 def attention_alone(batch: dict, sweep: bool, heads: int = 12, head_dim: int = 64, window: int = 64) -> None:
@@ -60,6 +62,10 @@ def attention_alone(batch: dict, sweep: bool, heads: int = 12, head_dim: int = 6
             variants[f"kernel, RoPE inside, {block_m}/{block_n}/{warps} warps/{stages} stages"] = (
                 lambda c=(block_m, block_n, warps, stages): window_attention.launch(q, k, v, packed.rows, window,
                                                                                     scale, cos, sin, *c))
+        for block_m, block_n, warps, stages in PLAIN_SWEEP:  # the shipped path: q and k rotated before
+            variants[f"kernel after apply_rope, {block_m}/{block_n}/{warps} warps/{stages} stages"] = (
+                lambda c=(block_m, block_n, warps, stages): window_attention.launch(qr, kr, v, packed.rows, window,
+                                                                                    scale, None, None, *c))
     print(f"attention alone, {n} tokens (longest {longest}), {heads} heads of {head_dim}, window {window}:")
     for label, call in variants.items():
         try:
@@ -83,14 +89,20 @@ def whole_passes(repeats: int) -> None:
     model.compile_layers()
     torch._dynamo.config.recompile_limit = 64  # a graph per layer kind and variant
 
-    def forward(kernel: bool, inside: bool):
+    def forward(kernel: bool, inside: bool, stages: int | None = None):
         def run(batch):
             window_attention.ENABLED, window_attention.ROTATES = kernel, inside
-            return model(**batch, unpadded=True).last_hidden_state
+            window_attention.STAGES[inside] = stages or shipped[inside]
+            try:
+                return model(**batch, unpadded=True).last_hidden_state
+            finally:
+                window_attention.STAGES.update(shipped)
         return run
 
-    variants = {"kernel, RoPE inside": forward(True, True), "kernel after apply_rope": forward(True, False),
-                "varlen_attn windows": forward(False, False)}
+    shipped = dict(window_attention.STAGES)
+    variants = {"kernel, RoPE inside": forward(True, True), "kernel, RoPE inside, 3 stages": forward(True, True, 3),
+                "kernel after apply_rope": forward(True, False),
+                "kernel after apply_rope, 1 stage": forward(True, False, 1), "varlen_attn windows": forward(False, False)}
     with torch.inference_mode():
         batch = batches[0]
         keep = batch["attention_mask"].bool()

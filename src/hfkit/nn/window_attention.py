@@ -37,9 +37,9 @@ HEAD_DIMS = (32, 64, 128, 256)  # split in halves for RoPE, each at least tl.dot
 # The layer's RoPE inside the kernel, q and k read unrotated from the q | k | v product: saves a pass that reads and
 # writes q and k (~0.27 ms a local layer on 130k tokens, predicted). False: apply_rope before it; on once measured
 ROTATES = False
-# With RoPE inside, one pipeline stage: 0.71 against 0.97 ms at Triton's default, alone on 130k tokens on an H100
-# (benchmarks/RESULTS.md, nineteenth session)
-ROPE_STAGES = 1
+# Pipeline stages of a launch without / with RoPE inside (None: Triton's default, 3). With RoPE one stage: 0.71
+# against 0.97 ms, alone on 130k tokens on an H100 (benchmarks/RESULTS.md, nineteenth session); without, unmeasured
+STAGES = {False: None, True: 1}
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> bool:
@@ -114,7 +114,7 @@ def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor
     upcast = q.dtype == torch.float32 or matvec.INTERPRETED
     rope = cos is not None
     cos, sin = (cos.contiguous(), sin.contiguous()) if rope else (rows, rows)  # (unused pointers without RoPE)
-    stages = num_stages or (ROPE_STAGES if rope else None)
+    stages = num_stages or STAGES[rope]
     extra = {} if stages is None else {"num_stages": stages}
     _window_attention_kernel[(triton.cdiv(N, block_m), H)](
         q, k, v, rows, cos, sin, out, N, scale * LOG2_E, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
