@@ -54,9 +54,10 @@ def report(kernel, types: dict, constexprs: dict, num_warps: int, unaligned: set
 
 
 def decode_cases():
-    """decode_attention at Llama-3.2-1B's group (4 query heads a key/value head), a 384-key cache with a mask."""
+    """decode_attention at Llama-3.2-1B's group (4 query heads a key/value head), a 384-key cache with a mask; heads
+    of 64 and 128, and of 256 (Gemma's) in bf16."""
     for dtype in ("bf16", "fp32"):
-        for D in (64, 128):
+        for D in (64, 128, 256) if dtype == "bf16" else (64, 128):
             for step in (False, True):
                 pointers = {n: f"*{dtype}" for n in ("q_ptr", "k_ptr", "v_ptr", "kn_ptr", "vn_ptr", "cos_ptr",
                                                      "sin_ptr", "out_ptr")}
