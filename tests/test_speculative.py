@@ -166,7 +166,8 @@ def test_cli_generate_speculatively(tmp_path):
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
 def test_static_cache_passes_check_a_fixed_number_of_candidates(tmp_path, family, monkeypatch):
     """cache="static": padded fixed-shape passes through the preallocated cache, cropped after each check; a pass
-    without candidates is greedy decoding's one-token step."""
+    without candidates is greedy decoding's one-token step; an assistant steps through a static cache of its own
+    (the model itself as its assistant: two caches)."""
     reference, ours = build(tmp_path, family)
     ids, mask = left_padded((11,))
     expected = greedy(reference, ids, mask, eos_token_id=None)
@@ -186,3 +187,9 @@ def test_static_cache_passes_check_a_fixed_number_of_candidates(tmp_path, family
     assert torch.equal(got, expected)
     # after the prompt: greedy's one-token step where lookup found nothing, else 1 + 5 tokens, never between
     assert counted.widths[0] == ids.shape[1] and set(counted.widths[1:]) == {1, 6}, counted.widths
+    draft = Counted(ours)
+    got = generate_tokens(ours, ids, mask, max_new_tokens=NEW, eos_token_id=None, cache="static",
+                          assistant_model=draft, num_assistant_tokens=6)
+    assert torch.equal(got, expected)
+    # the draft's own static cache: the prompt and the first token prefilled once, then one-token steps
+    assert draft.widths[0] == ids.shape[1] + 1 and set(draft.widths[1:]) == {1}, draft.widths

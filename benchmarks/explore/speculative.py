@@ -3,8 +3,10 @@
 (a) The cost of one compiled static-cache pass that checks K candidates (`verify_static`, 1 + K tokens), K = 0…16,
     against the one-token greedy step: that ratio, not the weights, bounds the gain — a pass that keeps n tokens on
     average is worth it when n exceeds its cost in one-token steps.
-(b) generate_tokens end to end, plain greedy against prompt lookup (--lookup K). The weights are random, so what
-    lookup finds depends on the model repeating itself: a best case, not a forecast.
+(b) generate_tokens end to end, plain greedy against prompt lookup (--lookup K) and an assistant model (2 layers
+    of 512, --drafted tokens a pass). The weights are random, so what lookup finds depends on the model repeating
+    itself (a best case, not a forecast), and the random assistant's candidates are rarely kept: that row shows
+    what drafting costs.
 Without CUDA: a ~60 M-parameter Llama in float32 on the CPU, eager, (b) with the dynamic cache.
 
     PYTHONPATH=src python benchmarks/explore/speculative.py [--lookup 8] [--new 256]
@@ -33,15 +35,20 @@ from hfkit.generation.static_cache import (
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lookup", type=int, default=8)
+    parser.add_argument("--drafted", type=int, default=4, help="the assistant's tokens a pass")
     parser.add_argument("--new", type=int, default=256)
     parser.add_argument("--widths", default="0,1,2,4,8,16")
     args = parser.parse_args()
     torch.manual_seed(0)
     cuda = torch.cuda.is_available()
     config, dtype, device = (llama_1b_config(), torch.bfloat16, "cuda") if cuda else (small_llama_config(), torch.float32, "cpu")
+    draft_config = small_llama_config()  # the assistant: 2 layers of 512, the model's vocabulary
+    draft_config.vocab_size, draft_config.num_hidden_layers = config.vocab_size, 2
     with tempfile.TemporaryDirectory() as tmp:
-        transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(tmp)
-        model = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype=str(dtype).split(".")[1], device=device)
+        transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).save_pretrained(f"{tmp}/model")
+        transformers.AutoModelForCausalLM.from_config(draft_config, dtype=dtype).save_pretrained(f"{tmp}/draft")
+        model, draft = (hfkit.AutoModelForCausalLM.from_pretrained(f"{tmp}/{name}", dtype=str(dtype).split(".")[1],
+                                                                   device=device) for name in ("model", "draft"))
     ids = torch.randint(5, config.vocab_size - 1, (1, 128), generator=torch.Generator().manual_seed(1)).to(device)
     mask = torch.ones_like(ids)
     torch._dynamo.config.recompile_limit = 32  # one graph per width K: each width its own static shapes, not one
@@ -71,17 +78,21 @@ def main():
         cache = "static" if cuda else "dynamic"
         print(f"(b) generate_tokens, {args.new} new tokens after 128, cache={cache!r}")
         results = {}
-        for label, options in (("plain greedy", {}), (f"prompt lookup {args.lookup}",
-                                                      {"prompt_lookup_num_tokens": args.lookup})):
+        for label, options in (("plain greedy", {}),
+                               (f"prompt lookup {args.lookup}", {"prompt_lookup_num_tokens": args.lookup}),
+                               (f"assistant (2 × 512 Llama), {args.drafted} a pass",
+                                {"assistant_model": draft, "num_assistant_tokens": args.drafted})):
             run = lambda options=options: generate_tokens(model, ids, mask, max_new_tokens=args.new, eos_token_id=None,
                                                           cache=cache, **options)
             for _ in range(2):
                 results[label] = run()
             seconds = median_ms(run, 5 if cuda else 3) / 1e3
             print(f"  {label}: {args.new / seconds:.0f} tok/s", flush=True)
-        plain, looked_up = (out[0, 128:] for out in results.values())
-        print(f"  same tokens: {torch.equal(plain, looked_up)} (leading equal: {int((plain == looked_up).cumprod(0).sum())});"
-              f" distinct tokens in the continuation: {looked_up.unique().numel()}")
+        plain, *speculative = (out[0, 128:] for out in results.values())
+        for label, new in zip(list(results)[1:], speculative, strict=True):
+            print(f"  {label}: same tokens as plain greedy: {torch.equal(plain, new)} (leading equal: "
+                  f"{int((plain == new).cumprod(0).sum())})")
+        print(f"  distinct tokens in plain greedy's continuation: {plain.unique().numel()}")
 
 
 if __name__ == "__main__":

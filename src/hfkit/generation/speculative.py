@@ -46,37 +46,60 @@ def lookup_candidates(ids: torch.Tensor, count: int, max_ngram: int) -> torch.Te
 
 
 class DraftModel:
-    """An assistant model that proposes candidates greedily through its own KV cache, kept in step with the text."""
+    """An assistant model that proposes candidates greedily through its own KV cache, kept in step with the text.
+    cache="static": the draft's preallocated cache, its prompt prefilled once, then one-token steps (under `compile`
+    greedy decoding's compiled step, a CUDA graph); else the dynamic cache, the pending text in one pass."""
 
-    def __init__(self, model, gc: GenerationConfig):
+    def __init__(self, model, gc: GenerationConfig, cache: str = "dynamic", max_length: int = 0,
+                 compile: bool = False):
         if gc.num_assistant_tokens_schedule not in SCHEDULES:
             raise ValueError(f"num_assistant_tokens_schedule must be one of {SCHEDULES}, "
                              f"not {gc.num_assistant_tokens_schedule!r}")
         self.model, self.schedule, self.threshold = model, gc.num_assistant_tokens_schedule, gc.assistant_confidence_threshold
         persistent = self.schedule == "heuristic" and model in _DRAFT_LENGTHS
         self.length = _DRAFT_LENGTHS[model] if persistent else gc.num_assistant_tokens
-        self.cache, self.cached = KVCache(), 0  # tokens of the text in the cache
+        self.cached = 0  # tokens of the text in the cache
+        if cache == "static":
+            weight = next(model.parameters())
+            self.cache = static_cache_for(model, 1, max_length, weight.dtype, weight.device, draft=True)
+            self.step = compiled_step(decode_static, weight.device) if compile else decode_static
+        else:
+            self.cache, self.step = KVCache(), None
 
     def propose(self, text: list[int], mask: torch.Tensor, count: int) -> list[int]:  # ≤ count tokens
         """Up to `count` greedy tokens after `text` (L tokens), `mask` (1, L) its padding; fewer when the draft's top
         probability falls below `assistant_confidence_threshold`."""
         count = min(count, self.length)
-        chunk, tokens = torch.tensor([text[self.cached :]], device=mask.device), []  # (1, L - cached): the text not yet cached
+        if not count:
+            return []
         positions = position_ids_from_mask(mask)  # (1, L)
-        for _ in range(count):
-            L = self.cached + chunk.shape[1]
-            out = self.model(chunk, mask[:, :L], positions[:, self.cached : L], self.cache, use_cache=True,
-                             logits_to_keep=1)
-            self.cached = L
-            probs = out.logits[:, -1].float().softmax(-1)  # (1, V)
-            confidence, token = probs.max(-1)  # (1,)
+        logits = self._read(torch.tensor([text[self.cached :]], device=mask.device), mask, positions)  # (1, V)
+        tokens = []
+        for i in range(count):
+            confidence, token = logits.softmax(-1).max(-1)  # (1,)
             tokens.append(token)
-            if self.threshold and float(confidence) < self.threshold:
+            if i + 1 == count or (self.threshold and float(confidence) < self.threshold):
                 break
-            chunk = token[:, None]  # (1, 1)
             mask = torch.cat((mask, mask.new_ones(1, 1)), dim=1)
             positions = torch.cat((positions, positions[:, -1:] + 1), dim=1)
-        return torch.cat(tokens).tolist() if tokens else []
+            logits = self._read(token[:, None], mask, positions)
+        return torch.cat(tokens).tolist()
+
+    def _read(self, chunk: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:  # (1, V)
+        """Run the text's newest tokens `chunk` (1, n) into the cache; mask and positions (1, L) cover the whole
+        text. The float32 logits of the token after it."""
+        n, L = chunk.shape[1], mask.shape[1]
+        if self.step is None:
+            out = self.model(chunk, mask, positions[:, L - n :], self.cache, use_cache=True, logits_to_keep=1)
+            logits = out.logits[:, -1].float()
+        elif self.cached == 0:  # the first call: the prompt and the model's first token, prefilled
+            logits = prefill_static(self.model, chunk, mask, self.cache)
+        else:  # one token at a time (1 or 2 pending: after a full acceptance, the last candidate and the model's)
+            for j in range(n):
+                at = L - n + j  # the token's index in the text
+                logits = self.step(self.model, chunk[:, j : j + 1], positions[:, at : at + 1], self.cache)
+        self.cached = L
+        return logits
 
     def accepted(self, text_length: int, proposed: int, kept: int) -> None:
         """The model kept `kept` of `proposed` candidates; the text is now `text_length` tokens."""
@@ -119,7 +142,7 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     width = gc.prompt_lookup_num_tokens or gc.num_assistant_tokens  # candidates per pass, at most
     text = input_ids[0].tolist()  # the row so far, on the host: lookup and stop strings read no device tensor
     if assistant_model is not None:
-        draft = DraftModel(assistant_model, gc)
+        draft = DraftModel(assistant_model, gc, cache, max_length + width, compile)
         propose: Callable = draft.propose
     else:
         draft = None

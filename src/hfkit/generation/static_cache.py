@@ -105,18 +105,21 @@ class StaticCache:
         return self.mask if self.order is None else self.mask.index_select(1, self.order)
 
 
-_KEPT: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# model → its kept cache, as the decoded model and as a speculative draft (the same model may be both at once)
+_KEPT: dict[bool, weakref.WeakKeyDictionary] = {False: weakref.WeakKeyDictionary(), True: weakref.WeakKeyDictionary()}
 
 
-def static_cache_for(model, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> StaticCache:
+def static_cache_for(model, batch: int, max_len: int, dtype: torch.dtype, device: torch.device,
+                     draft: bool = False) -> StaticCache:
     """The model's last static cache when it fits — the same batch, dtype and device, and at least `max_len` slots,
     as transformers reuses its static cache: fixed buffer addresses and shapes, so captured CUDA graphs replay across
     generate calls of different lengths instead of re-recording or recompiling; extra slots stay masked —, else a
-    new one, kept for the next call."""
-    kept = _KEPT.get(model)
+    new one, kept for the next call. draft: the one it keeps as a speculative draft model, apart."""
+    caches = _KEPT[draft]
+    kept = caches.get(model)
     key = (batch, dtype, torch.device(device))
     if kept is None or kept[0] != key or kept[1].max_len < max_len:
-        kept = _KEPT[model] = (key, StaticCache(model.config, batch, max_len, dtype, device))
+        kept = caches[model] = (key, StaticCache(model.config, batch, max_len, dtype, device))
     return kept[1]
 
 
