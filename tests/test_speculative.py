@@ -193,3 +193,21 @@ def test_static_cache_passes_check_a_fixed_number_of_candidates(tmp_path, family
     assert torch.equal(got, expected)
     # the draft's own static cache: the prompt and the first token prefilled once, then one-token steps
     assert draft.widths[0] == ids.shape[1] + 1 and set(draft.widths[1:]) == {1}, draft.widths
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+def test_compiled_speculative_decoding_on_cuda_is_greedy_decoding(tmp_path, family):
+    """cache="static" on CUDA compiles the checking pass, the one-token step and the assistant's step (float32):
+    the tokens of compiled greedy decoding, twice (the second call replays the graphs)."""
+    _, ours = build(tmp_path / "model", family)
+    _, other = build(tmp_path / "other", family, seed=1)
+    ours, other = ours.cuda(), other.cuda()
+    ids, mask = (t.cuda() for t in left_padded((11,)))
+    expected = generate_tokens(ours, ids, mask, max_new_tokens=NEW, eos_token_id=None, cache="static")
+    for speculative in ({"prompt_lookup_num_tokens": 5}, {"assistant_model": other, "num_assistant_tokens": 4},
+                        {"assistant_model": ours}):
+        for _ in range(2):
+            got = generate_tokens(ours, ids, mask, max_new_tokens=NEW, eos_token_id=None, cache="static",
+                                  **speculative)
+            assert torch.equal(got, expected), speculative
