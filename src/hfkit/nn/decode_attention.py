@@ -36,8 +36,8 @@ ENABLED = True
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 MAX_CACHE = 8192  # longer caches keep SDPA until the kernel has been measured on them
 # decode_step: the step's RoPE and cache write inside the kernel (two of inductor's kernels a layer fewer). On:
-# measured on an H100 (benchmarks/RESULTS.md, nineteenth session), the compiled Llama-3.2-1B step 805 → 822 tok/s
-# (790 → 817 the session before); keys rounded as apply_rope(upcast=False) rounds, bit for bit (tests/test_matvec.py)
+# measured on an H100 (benchmarks/RESULTS.md, nineteenth session), the compiled Llama-3.2-1B step 822 against 787
+# and 805 tok/s without it (817 vs 790 the session before); keys rounded as apply_rope(upcast=False), bit for bit
 STEP_ON = True
 
 
