@@ -97,6 +97,34 @@ def test_processors_eos_and_left_padding(tmp_path, source):
     assert got.shape[1] < ids.shape[1] + NEW  # the EOS ended it
 
 
+@pytest.mark.parametrize("family", ["llama", "gemma2"])
+@pytest.mark.parametrize("cache", ["dynamic", "static"])
+def test_speculative_sampling_draws_what_plain_sampling_draws(tmp_path, family, cache):
+    """do_sample: each position's token is one draw from the model's processed distribution, in order, so with one
+    seed the tokens are plain sampling's (temperature, top-k, top-p, repetition penalty, min length), from either
+    source. A candidate is kept when the draw equals it: near-greedy sampling keeps the model's own greedy tokens."""
+    _, ours = build(tmp_path / "model", family)
+    _, other = build(tmp_path / "other", family, seed=1)
+    ids, mask = left_padded((11,))
+    counted = Counted(ours)
+    options = {"max_new_tokens": NEW, "eos_token_id": 2, "min_new_tokens": 6, "do_sample": True,
+               "temperature": 0.8, "top_k": 40, "top_p": 0.95, "repetition_penalty": 1.1, "cache": cache}
+    for seed in range(3):
+        seeded = lambda seed=seed: torch.Generator().manual_seed(seed)
+        expected = generate_tokens(ours, ids, mask, generator=seeded(), **options)
+        for speculative in ({"prompt_lookup_num_tokens": 4}, {"assistant_model": other, "num_assistant_tokens": 3},
+                            {"assistant_model": ours, "num_assistant_tokens": 3}):
+            got = generate_tokens(counted, ids, mask, generator=seeded(), **options, **speculative)
+            assert torch.equal(got, expected), (seed, speculative, got, expected)
+    # near-greedy sampling (a tiny random model's logits lie close together): its greedy candidates are drawn again
+    counted.calls = 0
+    generate_tokens(counted, ids, mask, max_new_tokens=NEW, eos_token_id=None, do_sample=True, temperature=1e-4,
+                    cache=cache, generator=torch.Generator().manual_seed(0), assistant_model=ours,
+                    num_assistant_tokens=5, num_assistant_tokens_schedule="constant",
+                    assistant_confidence_threshold=None)
+    assert counted.calls <= NEW // 4, counted.calls  # a pass per 4 tokens or fewer
+
+
 def test_heuristic_schedule_keeps_the_draft_length_across_calls(tmp_path):
     reference, ours = build(tmp_path, "llama")
     ids, mask = left_padded((11,))
@@ -115,8 +143,7 @@ def test_speculative_limits_are_clear_errors(tmp_path):
     ids, mask = left_padded((5, 3))
     one = ids[:1], mask[:1]
     cases = [
-        ({"prompt_lookup_num_tokens": 3, "do_sample": True}, "greedy"),
-        ({"prompt_lookup_num_tokens": 3, "num_beams": 2}, "greedy"),
+        ({"prompt_lookup_num_tokens": 3, "num_beams": 2}, "beam search"),
         ({"prompt_lookup_num_tokens": 3, "assistant_model": ours}, "not both"),
         ({"assistant_model": bigger}, "vocabulary"),
     ]
@@ -159,8 +186,15 @@ def test_cli_generate_speculatively(tmp_path):
     for extra in (["--prompt-lookup", "4"], ["--assistant", path]):
         result = run(*extra)
         assert result.exit_code == 0 and result.stdout == plain.stdout, (extra, result.output)
-    refused = run("--prompt-lookup", "4", "--temperature", "0.7")
-    assert refused.exit_code == 2 and "greedily" in refused.output
+    sampled = lambda *extra: CliRunner().invoke(app, ["generate", path, PROMPTS[0], "--max-new-tokens", "16",
+                                                      "--temperature", "0.9", "--seed", "3", *extra])
+    plain = sampled()
+    assert plain.exit_code == 0
+    for extra in (["--prompt-lookup", "4"], ["--assistant", path]):
+        result = sampled(*extra)
+        assert result.exit_code == 0 and result.stdout == plain.stdout, (extra, result.output)
+    refused = run("--prompt-lookup", "4", "--assistant", path)
+    assert refused.exit_code == 2 and "two sources" in refused.output
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])

@@ -35,11 +35,12 @@ WeightsQuantizeOption = Annotated[Quantize | None, typer.Option(
 
 
 PromptLookupOption = Annotated[int | None, typer.Option(
-    "--prompt-lookup", min=1, help="Speculative greedy decoding: check up to this many candidate tokens per model "
-                                   "pass, copied from where the text's last words occurred before (same output).")]
+    "--prompt-lookup", min=1, help="Speculative decoding: check up to this many candidate tokens per model pass, "
+                                   "copied from where the text's last words occurred before (same output; with "
+                                   "sampling, the same as with one --seed).")]
 AssistantOption = Annotated[str | None, typer.Option(
-    "--assistant", help="Speculative greedy decoding with this smaller causal LM of the same tokenizer proposing "
-                        "the candidates (same output).")]
+    "--assistant", help="Speculative decoding with this smaller causal LM of the same tokenizer proposing the "
+                        "candidates (same output; with sampling, the same as with one --seed).")]
 
 
 class Cache(str, Enum):
@@ -63,8 +64,6 @@ def generate(
 ) -> None:
     """Text generation with a causal LM: the continuation of each prompt."""
     prompts = gather_texts(texts, file, "prompts")
-    if (prompt_lookup or assistant) and (temperature or top_k or top_p):
-        raise typer.BadParameter("--prompt-lookup and --assistant decode greedily: drop the sampling options.")
     if prompt_lookup and assistant:
         raise typer.BadParameter("--prompt-lookup and --assistant are two sources of candidates: give one.")
     if stream and (len(prompts) != 1 or json):

@@ -34,7 +34,7 @@ class GenerationConfig:
     stop_strings: str | list[str] | None = None
     eos_token_id: int | list[int] | None = None
     pad_token_id: int | None = None
-    # speculative greedy decoding (generation/speculative.py): candidates from prompt lookup or an assistant_model
+    # speculative decoding (generation/speculative.py): candidates from prompt lookup or an assistant_model
     prompt_lookup_num_tokens: int | None = None  # candidates per pass from an n-gram lookup in the text so far
     max_matching_ngram_size: int = 2  # the longest n-gram looked up
     num_assistant_tokens: int = 20  # candidates per pass from an assistant_model

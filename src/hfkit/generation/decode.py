@@ -14,20 +14,13 @@ from ..models.decoder import KVCache
 from .beam import beam_search
 from .config import GenerationConfig
 from .greedy_static import finish_rows, greedy_static
-from .processors import mark_seen, process, seen_tokens
-from .speculative import check_speculative, speculative_greedy
+from .processors import mark_seen, next_token, process, seen_tokens
+from .speculative import check_speculative, speculative_decode
 from .static_cache import compiled_step, decode_static, prefill_static, static_cache_for, warn_once
 from .steps import decode_one_token, position_ids_from_mask, prefill
 from .stopping import StopStrings
 
 __all__ = ["GenerationConfig", "decode_one_token", "generate_tokens", "position_ids_from_mask", "prefill"]
-
-
-def next_token(logits: torch.Tensor, do_sample: bool, generator: torch.Generator | None) -> torch.Tensor:  # (B,)
-    """Argmax, or one draw from softmax(processed logits)."""
-    if not do_sample:
-        return logits.argmax(-1)
-    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
 
 
 def generate_tokens(
@@ -37,7 +30,7 @@ def generate_tokens(
     generation_config: GenerationConfig | None = None,
     generator: torch.Generator | None = None,
     tokenizer: Any = None,  # needed for stop_strings only
-    assistant_model: Any = None,  # a smaller causal LM of the same vocabulary: speculative greedy decoding
+    assistant_model: Any = None,  # a smaller causal LM of the same vocabulary: speculative decoding
     cache: str = "dynamic",  # "static": a preallocated StaticCache of prompt + max_new_tokens slots (greedy/sampling)
     compile: bool | None = None,  # static cache: the decode step under torch.compile(mode="reduce-overhead");
     # None: on CUDA, as transformers compiles its static cache by default
@@ -77,8 +70,8 @@ def generate_tokens(
         if max_length <= input_ids.shape[1]:
             return input_ids
         if speculative:
-            return speculative_greedy(model, input_ids, attention_mask, gc, max_length, min_length, eos, stop,
-                                      assistant_model, cache, compile)
+            return speculative_decode(model, input_ids, attention_mask, gc, max_length, min_length, eos, stop,
+                                      generator, assistant_model, cache, compile)
         return sample(model, input_ids, attention_mask, gc, max_length, min_length, eos, pad, stop, generator,
                       cache, compile)
 

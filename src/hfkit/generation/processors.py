@@ -83,3 +83,10 @@ def process(logits: torch.Tensor, gc: GenerationConfig, seen: torch.Tensor | Non
     if gc.do_sample:
         logits = warp(logits, gc, keep)
     return logits
+
+
+def next_token(logits: torch.Tensor, do_sample: bool, generator: torch.Generator | None) -> torch.Tensor:  # (B,)
+    """Argmax, or one draw from softmax(processed logits)."""
+    if not do_sample:
+        return logits.argmax(-1)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)

@@ -1,11 +1,13 @@
-"""Speculative greedy decoding of one row (transformers' assisted generation).
+"""Speculative decoding of one row, greedy or sampling (transformers' assisted generation).
 
 Candidate tokens come from an n-gram lookup in the text so far (`prompt_lookup_num_tokens`: prompt lookup decoding)
-or from a smaller draft model with the same vocabulary (`assistant_model`). The model scores its newest token and
-all candidates in one forward pass, keeps the candidates up to the first one its own greedy choice disagrees with,
-and adds its own choice there. Every kept token is the model's greedy choice at its position, with the processors
-greedy decoding applies (repetition penalty, min-length EOS suppression), so the output is greedy decoding's; what
-changes is the number of model passes: one per run of accepted candidates instead of one per token.
+or from a smaller draft model with the same vocabulary (`assistant_model`, its greedy tokens). The model scores its
+newest token and all candidates in one forward pass and chooses the token at each position in turn, as decoding one
+token at a time would: the argmax, or one draw from its processed distribution (`do_sample`); it keeps the
+candidates up to the first its choice differs from, and adds its own choice there. A position's logits are used only
+while every earlier candidate was kept, so each token is chosen from exactly the distribution plain decoding would
+choose it from, with the same processors, and sampling draws once per token in order: with one seeded generator
+the output is plain decoding's. What changes is the number of model passes: one per run of kept candidates.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from ..models.decoder import KVCache
 from .config import GenerationConfig
-from .processors import mark_seen, process, seen_tokens
+from .processors import mark_seen, next_token, process, seen_tokens
 from .static_cache import (
     compiled_step,
     decode_static,
@@ -112,13 +114,13 @@ class DraftModel:
 
 
 def check_speculative(model, assistant_model, gc: GenerationConfig, batch: int) -> None:
-    """Speculative decoding's limits, as clear errors: greedy, one row, one candidate source, a shared vocabulary."""
+    """Speculative decoding's limits, as clear errors: no beams, one row, one candidate source, a shared vocabulary."""
     source = "assistant_model" if assistant_model is not None else "prompt_lookup_num_tokens"
     if assistant_model is not None and gc.prompt_lookup_num_tokens:
         raise ValueError("Pass assistant_model or prompt_lookup_num_tokens, not both: each is a source of candidates.")
-    if gc.do_sample or gc.num_beams > 1:
-        raise ValueError(f"Speculative decoding ({source}) is greedy here, without sampling or beams: pass "
-                         f"do_sample=False and num_beams=1, or drop {source}.")
+    if gc.num_beams > 1:
+        raise ValueError(f"Speculative decoding ({source}) chooses one token at a time, greedily or by sampling, "
+                         f"not by beam search: pass num_beams=1, or drop {source}.")
     if batch != 1:
         raise ValueError(f"Speculative decoding ({source}) decodes one sequence at a time, got a batch of {batch}: "
                          "call once per prompt, or drop it.")
@@ -132,10 +134,12 @@ def check_speculative(model, assistant_model, gc: GenerationConfig, batch: int) 
                          f"the model's ({model.config.vocab_size}): the assistant must share the model's tokenizer.")
 
 
-def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: GenerationConfig,
+def speculative_decode(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: GenerationConfig,
                        max_length: int, min_length: int, eos: torch.Tensor, stop: StopStrings | None,
-                       assistant_model=None, cache: str = "dynamic", compile: bool = False) -> torch.Tensor:  # (1, T + new)
-    """Greedy decoding of one row, checking candidates from prompt lookup or `assistant_model` in one pass each.
+                       generator: torch.Generator | None = None, assistant_model=None, cache: str = "dynamic",
+                       compile: bool = False) -> torch.Tensor:  # (1, T + new)
+    """Greedy or sampled decoding of one row, checking candidates from prompt lookup or `assistant_model` in one
+    pass each.
     cache="static": every pass checks the same number of candidates (padded), so under `compile` it is one CUDA
     graph, and a pass without candidates is greedy decoding's one-token step (its graph); the assistant's heuristic
     schedule then stays at or below num_assistant_tokens."""
@@ -168,13 +172,16 @@ def speculative_greedy(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     eos_ids = set(eos.tolist())
     mask, candidates = attention_mask, []
     while True:
-        greedy = logits[0].argmax(-1).tolist()  # (1 + K,) each position's unprocessed choice: one read-back
+        # (1 + K,) each position's unprocessed greedy choice: one read-back
+        greedy = None if gc.do_sample else logits[0].argmax(-1).tolist()
         chosen, done = [], False
         for i in range(logits.shape[1]):  # position i chooses the token after the newest token and i candidates
             length = len(text) + len(chosen)
-            token = greedy[i]
-            if seen is not None or length < min_length:
-                token = int(process(logits[:, i], gc, seen, eos, length, min_length).argmax(-1))
+            if gc.do_sample or seen is not None or length < min_length:
+                token = int(next_token(process(logits[:, i], gc, seen, eos, length, min_length), gc.do_sample,
+                                       generator))
+            else:
+                token = greedy[i]
             chosen.append(token)
             if seen is not None:
                 seen = mark_seen(seen, input_ids.new_tensor([token]))
