@@ -141,7 +141,7 @@ def speculative_decode(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     """Greedy or sampled decoding of one row, checking candidates from prompt lookup or `assistant_model` in one
     pass each.
     cache="static": every pass checks the same number of candidates (padded), so under `compile` it is one CUDA
-    graph, and a pass without candidates is greedy decoding's one-token step (its graph); the assistant's heuristic
+    graph, and a pass without candidates is plain decoding's one-token step (its graph); the assistant's heuristic
     schedule then stays at or below num_assistant_tokens."""
     width = gc.prompt_lookup_num_tokens or gc.num_assistant_tokens  # candidates per pass, at most
     text = input_ids[0].tolist()  # the row so far, on the host: lookup and stop strings read no device tensor
@@ -159,7 +159,7 @@ def speculative_decode(model, input_ids: torch.Tensor, attention_mask: torch.Ten
         one = compiled_step(decode_static, input_ids.device) if compile else decode_static
 
         def forward(tokens, mask, positions):  # two fixed shapes, two graphs: 1 token (no candidates) or 1 + width
-            if tokens.shape[1] == 1:  # greedy decoding's own step, in its entry state
+            if tokens.shape[1] == 1:  # plain decoding's own step, in its entry state
                 kv.step, kv.order = 1, (kv.order if kv.windowed else None)
                 return one(model, tokens, positions, kv)[:, None]
             kv.step, kv.order = tokens.shape[1], None  # the same entry state every checking pass
