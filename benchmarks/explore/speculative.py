@@ -65,7 +65,7 @@ def main():
             positions = torch.arange(128, 129 + K, device=device)[None]
 
             def one_pass(kv=kv, tokens=tokens, positions=positions):
-                kv.step, kv.order = tokens.shape[1], None
+                kv.ready(tokens.shape[1])
                 step(model, tokens, positions, kv)
                 kv.crop(128)
 

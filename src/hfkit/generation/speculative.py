@@ -159,10 +159,9 @@ def speculative_decode(model, input_ids: torch.Tensor, attention_mask: torch.Ten
         one = compiled_step(decode_static, input_ids.device) if compile else decode_static
 
         def forward(tokens, mask, positions):  # two fixed shapes, two graphs: 1 token (no candidates) or 1 + width
-            if tokens.shape[1] == 1:  # plain decoding's own step, in its entry state
-                kv.step, kv.order = 1, (kv.order if kv.windowed else None)
+            kv.ready(tokens.shape[1])
+            if tokens.shape[1] == 1:  # plain decoding's own step
                 return one(model, tokens, positions, kv)[:, None]
-            kv.step, kv.order = tokens.shape[1], None  # the same entry state every checking pass
             return check(model, tokens, positions, kv)
     else:
         kv = KVCache()

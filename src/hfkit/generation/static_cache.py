@@ -90,6 +90,13 @@ class StaticCache:
         self._at(n, rolled=self.windowed or n > 1)
         self.mask.index_fill_(1, self.cache_position, 1)
 
+    def ready(self, n: int) -> None:
+        """The state a compiled step of n tokens starts from, the same at every call so that it stays one graph:
+        `step` n, the keys in slot order, except that a one-token step of a windowed model keeps its rolled order."""
+        self.step = n
+        if n > 1 or not self.windowed:
+            self.order = None
+
     def crop(self, length: int) -> None:
         """Keep the first `length` slots; later ones are free again and masked (rejected speculative candidates)."""
         self.filled.fill_(length)
@@ -127,7 +134,7 @@ def prefill_static(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     """Run the prompt into slots 0…T-1; the last position's logits in float32."""
     cache.start(attention_mask)
     out = model(input_ids, cache.key_mask(), position_ids_from_mask(attention_mask), cache, use_cache=True, logits_to_keep=1)
-    cache.step, cache.order = 1, (cache.order if cache.windowed else None)  # a decode step's entry state: one graph
+    cache.ready(1)
     return out.logits[:, -1].float()
 
 
