@@ -15,7 +15,7 @@ from .beam import beam_search
 from .config import GenerationConfig
 from .greedy_static import finish_rows, greedy_static
 from .processors import mark_seen, next_token, process, seen_tokens
-from .speculative import check_speculative, speculative_decode
+from .speculative import check_speculative, speculates, speculative_decode
 from .static_cache import compiled_step, decode_static, prefill_static, static_cache_for, warn_once
 from .steps import decode_one_token, position_ids_from_mask, prefill
 from .stopping import StopStrings
@@ -56,7 +56,7 @@ def generate_tokens(
         if tokenizer is None:
             raise ValueError("stop_strings need the model's tokenizer: pass tokenizer= to generate_tokens.")
         stop = StopStrings(tokenizer, gc.stop_strings)
-    speculative = assistant_model is not None or bool(gc.prompt_lookup_num_tokens)
+    speculative = speculates(assistant_model, gc.prompt_lookup_num_tokens)
     if speculative:
         check_speculative(model, assistant_model, gc, input_ids.shape[0] * gc.num_return_sequences)
     with torch.inference_mode():

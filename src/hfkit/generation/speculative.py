@@ -113,6 +113,11 @@ class DraftModel:
                 _DRAFT_LENGTHS[self.model] = self.length
 
 
+def speculates(assistant_model, prompt_lookup_num_tokens: int | None) -> bool:
+    """Whether decoding is speculative: an assistant model or prompt lookup gives candidates."""
+    return assistant_model is not None or bool(prompt_lookup_num_tokens)
+
+
 def check_speculative(model, assistant_model, gc: GenerationConfig, batch: int) -> None:
     """Speculative decoding's limits, as clear errors: no beams, one row, one candidate source, a shared vocabulary."""
     source = "assistant_model" if assistant_model is not None else "prompt_lookup_num_tokens"

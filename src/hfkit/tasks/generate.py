@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from ..generation.decode import generate_tokens
+from ..generation.speculative import speculates
 from .batching import TaskInputError, as_list, model_device
 from .streaming import text_pieces, token_stream
 
@@ -32,8 +33,8 @@ def generate_text(model: Any, tokenizer: Any, prompts: str | Sequence[str], max_
     A single prompt gives a str, a list gives a list (num_return_sequences > 1: each prompt's texts in turn);
     `stream=True` (one prompt) gives an iterator of text pieces that join to the same continuation."""
     prompts, single = as_list(prompts, "prompts")
-    speculative = sampling.get("assistant_model") is not None or sampling.get("prompt_lookup_num_tokens")
-    if len(prompts) > 1 and not stream and speculative:
+    if len(prompts) > 1 and not stream and speculates(sampling.get("assistant_model"),
+                                                       sampling.get("prompt_lookup_num_tokens")):
         return [generate_text(model, tokenizer, p, max_new_tokens, skip_special_tokens, **sampling) for p in prompts]
     ids = tokenizer(prompts, padding=False, return_tensors=None)["input_ids"]
     if any(not row for row in ids):
