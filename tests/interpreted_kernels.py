@@ -119,6 +119,25 @@ def check_norm_and_residual() -> None:
         assert matvec.linears(x, layers, (norm.weight.float(), norm.eps)) is None  # a gain of another dtype
 
 
+def check_dependent_launch() -> None:
+    """With matvec.PDL, compiled code launches the products through the custom op that adds the launch attribute
+    (which itself needs an sm_90 GPU: the CUDA tests), with the outputs of the traced launch; eager code keeps it."""
+    torch.manual_seed(3)
+    layers, x = [nn.Linear(64, 48), nn.Linear(64, 16)], torch.randn(2, 64)
+    targets = []
+    backend = lambda graph, inputs: targets.extend(str(node.target) for node in graph.graph.nodes) or graph
+    with torch.no_grad():
+        plain = matvec.linears(x, layers)
+        matvec.PDL = True
+        try:
+            eager = matvec.linears(x, layers)
+            compiled = torch.compile(lambda x: matvec.linears(x, layers), backend=backend, fullgraph=True)(x)
+        finally:
+            matvec.PDL = False
+    assert torch.equal(eager, plain) and torch.equal(compiled, plain)
+    assert "hfkit.dependent_products.default" in targets, targets
+
+
 def check_decode_attention() -> None:
     """One query position against a cache: grouped, multi-head, masked and not, head sizes 32–96, against float64
     SDPA on the repeated keys and values; a query that sees no key gets zeros."""
@@ -334,9 +353,11 @@ if __name__ == "__main__":
     assert not matvec.FUSED_NORMS  # off until measured on a GPU
     assert not window_attention.ROTATES  # likewise
     assert decode_attention.STEP_ON  # on by default (measured on an H100)
+    assert not matvec.PDL  # off until measured on a GPU
     check_kernels()
     check_float_kernels()
     check_norm_and_residual()
+    check_dependent_launch()
     check_decode_attention()
     check_decode_step()
     with tempfile.TemporaryDirectory() as tmp:

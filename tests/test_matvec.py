@@ -41,7 +41,7 @@ def test_kernels_compile_for_an_h100_and_bf16_ones_do_not_spill():
                          capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     lines = run.stdout.splitlines()
-    assert len(lines) == 18 and all("registers" in line for line in lines), run.stdout
+    assert len(lines) == 22 and all("registers" in line for line in lines), run.stdout
     assert all(" 0 bytes spill stores" in line for line in lines if "fp32" not in line), run.stdout
     # no bf16 multiply fused into an add: STEP's RoPE rounds both products first, as torch (an H100 showed the fusion)
     assert all(line.endswith("; 0 bf16/f16 fma") for line in lines), run.stdout
@@ -169,7 +169,8 @@ def test_cuda_decode_attention_against_float64(dtype, B, nh, nkv, S, D, monkeypa
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
 def test_only_the_compiled_cuda_step_takes_the_decode_attention_kernel(tmp_path, monkeypatch):
-    """The compiled static-cache step traces the kernel in; eager steps keep SDPA; both give the same tokens."""
+    """The compiled static-cache step traces the kernel in; eager steps keep SDPA; both give the same tokens.
+    (Without the step kernel, which takes the compiled step's attention where it applies.)"""
     from hfkit.generation import generate_tokens
 
     from .parity.test_decoder_matrix import build, left_padded
@@ -177,6 +178,7 @@ def test_only_the_compiled_cuda_step_takes_the_decode_attention_kernel(tmp_path,
     _, ours = build(tmp_path, "llama")
     ours = ours.cuda()
     ids, mask = (t.cuda() for t in left_padded())
+    monkeypatch.setattr(decode_attention, "STEP_ON", False)
     calls = []
     kernel = decode_attention.decode_attention
     monkeypatch.setattr(decode_attention, "decode_attention", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
@@ -230,6 +232,32 @@ def test_compiled_cuda_steps_with_the_step_kernel_decode_as_without(tmp_path, mo
     stepped = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True)
     assert calls  # traced into the step's graph
     assert torch.equal(stepped, plain)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability()[0] < 9,
+                    reason="programmatic dependent launch needs an sm_90+ GPU")
+@pytest.mark.parametrize("inductor_too", [False, True])
+def test_compiled_cuda_steps_with_dependent_launches_decode_as_without(tmp_path, monkeypatch, inductor_too):
+    """With matvec.PDL (and inductor's kernels as dependent launches too) the compiled bf16 static-cache steps
+    launch the products through the custom op and decode the tokens of the steps without: only the launches
+    overlap, the arithmetic is the same."""
+    from hfkit.generation import generate_tokens, static_cache
+
+    from .parity.test_decoder_matrix import build, left_padded
+
+    _, ours = build(tmp_path, "llama")
+    ours = ours.to(device="cuda", dtype=torch.bfloat16)
+    ids, mask = (t.cuda() for t in left_padded())
+    plain = generate_tokens(ours, ids, mask, max_new_tokens=16, cache="static", compile=True)
+    calls, op = [], matvec.dependent_products
+    monkeypatch.setattr(matvec, "PDL", True)
+    monkeypatch.setattr(matvec, "dependent_products", lambda *args: calls.append(1) or op(*args))
+    if inductor_too:
+        monkeypatch.setattr(static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True})
+    torch._dynamo.reset()
+    dependent = generate_tokens(ours, ids, mask, max_new_tokens=16, cache="static", compile=True)
+    assert calls  # traced into the step's graph
+    assert torch.equal(dependent, plain)
 
 
 def test_decode_attention_is_on_and_keeps_sdpa_on_the_cpu():

@@ -55,18 +55,18 @@ def report(kernel, types: dict, constexprs: dict, num_warps: int, unaligned: set
 
 def decode_cases():
     """decode_attention at Llama-3.2-1B's group (4 query heads a key/value head), a 384-key cache with a mask; heads
-    of 64 and 128, and of 256 (Gemma's) in bf16."""
+    of 64 and 128, and of 256 (Gemma's) in bf16; Llama's STEP kernel also as a dependent launch (PDL)."""
     for dtype in ("bf16", "fp32"):
         for D in (64, 128, 256) if dtype == "bf16" else (64, 128):
-            for step in (False, True):
+            for step, pdl in ((False, False), (True, False), *([(True, True)] if (dtype, D) == ("bf16", 64) else [])):
                 pointers = {n: f"*{dtype}" for n in ("q_ptr", "k_ptr", "v_ptr", "kn_ptr", "vn_ptr", "cos_ptr",
                                                      "sin_ptr", "out_ptr")}
                 pointers.update(mask_ptr="*i1", acc_ptr="*fp32", top_ptr="*fp32", total_ptr="*fp32",
                                 slot_ptr="*i64", count_ptr="*i32")
                 block_s = decode_attention._block_s(torch.bfloat16 if dtype == "bf16" else torch.float32, D)
-                constexprs = {"G": 4, "D": D, "HAS_MASK": True, "STEP": step, "UPCAST": dtype == "fp32",
+                constexprs = {"G": 4, "D": D, "HAS_MASK": True, "STEP": step, "UPCAST": dtype == "fp32", "PDL": pdl,
                               "BLOCK_G": 16, "BLOCK_HALF": D // 2, "BLOCK_S": block_s}
-                label = f"decode_attention {dtype} D={D}{' STEP' if step else ''}"
+                label = f"decode_attention {dtype} D={D}{' STEP' if step else ''}{' PDL' if pdl else ''}"
                 options = decode_attention.STEP_LAUNCH if step else {}
                 yield label, decode_attention._decode_attention_kernel, pointers, constexprs, 4, {"NKV"}, options
 
@@ -84,17 +84,18 @@ def window_cases():
 
 def matvec_cases():
     """matvec at Llama-3.2-1B's products (bf16): q | k | v and gate | up (SiLU) with the norm prologue or without,
-    o with the residual addition or without."""
+    o with the residual addition or without; each plain one also as a dependent launch (PDL)."""
     pointers = {n: "*bf16" for n in ("x_ptr", "y_ptr", "w0", "w1", "w2", "s0", "s1", "s2", "b0", "b1", "b2", "g_ptr",
                                      "r_ptr")}
     for label, n, glu, segments, fused in (("q|k|v", 3072, False, 3, "NORM"), ("gate|up SiLU", 8192, True, 2, "NORM"),
                                            ("o", 2048, False, 1, "RESIDUAL")):
         config = matvec.config_for(n, 2048, glu=glu)
-        for on in (False, True):
+        for on, pdl in ((False, False), (True, False), (False, True)):
             constexprs = {"K": 2048, "SEGMENTS": segments, "HAS_SCALE": False, "HAS_BIAS": False, "ACT": int(glu),
-                          "NORM": on and fused == "NORM", "RESIDUAL": on and fused == "RESIDUAL",
+                          "NORM": on and fused == "NORM", "RESIDUAL": on and fused == "RESIDUAL", "PDL": pdl,
                           "BLOCK_N": config["BLOCK_N"], "BLOCK_K": config["BLOCK_K"]}
-            yield f"matvec {label}{' ' + fused if on else ''}", matvec._matvec_kernel, pointers, constexprs, \
+            yield f"matvec {label}{' ' + fused if on else ''}{' PDL' if pdl else ''}", matvec._matvec_kernel, \
+                pointers, constexprs, \
                 config["num_warps"], {"ROWS"}, {}
 
 

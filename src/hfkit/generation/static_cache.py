@@ -160,13 +160,14 @@ def warn_once(message: str) -> None:
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
-# model → {step: its compiled form that worked, or the step itself after compile failures}: a failure on one model
-# (or under one kernel switch) leaves other models' steps compiled
+# model → {(step, options): its compiled form that worked, or the step itself after compile failures}: a failure on
+# one model (or under one kernel switch) leaves other models' steps compiled
 _CHOSEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_FORMS: dict = {}  # step → its compiled forms, fullgraph=True first, then with graph breaks (shared by all models)
+_FORMS: dict = {}  # (step, options) → its compiled forms, fullgraph=True first, then with graph breaks (all models)
 # mode="reduce-overhead" (CUDA graphs) plus gpt-fast's coordinate-descent tuning of the generated kernels: on the H100
 # a Llama-1B-shaped bf16 step went from 1.66 to 1.36 ms (benchmarks/explore/decode_step.py). Tried and left off:
-# combo kernels (int8 step 1.204 → 1.150 ms but bf16 1.325 → 1.364 ms), programmatic dependent launch (int8 1.294 ms)
+# combo kernels (int8 step 1.204 → 1.150 ms but bf16 1.325 → 1.364 ms), programmatic dependent launch (int8 1.294 ms;
+# with nn.matvec's kernels as dependent launches too, within noise: matvec.PDL)
 STEP_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True}
 
 
@@ -179,19 +180,20 @@ def compiled_step(step, device: torch.device):
         return step
 
     def run(model, *args):
+        key = (step, tuple(sorted(STEP_OPTIONS.items())))  # other options (an A/B run): compiled afresh
         chosen = _CHOSEN.setdefault(model, {})
-        if chosen.get(step) is step:
+        if chosen.get(key) is step:
             return step(model, *args)
-        if step not in _FORMS:
-            _FORMS[step] = [torch.compile(step, options=STEP_OPTIONS, fullgraph=True),
-                            torch.compile(step, options=STEP_OPTIONS, fullgraph=False)]
-        tries = [chosen[step]] if step in chosen else _FORMS[step]
+        if key not in _FORMS:
+            _FORMS[key] = [torch.compile(step, options=STEP_OPTIONS, fullgraph=True),
+                           torch.compile(step, options=STEP_OPTIONS, fullgraph=False)]
+        tries = [chosen[key]] if key in chosen else _FORMS[key]
         for i, fn in enumerate(tries):
             try:
                 torch.compiler.cudagraph_mark_step_begin()
                 with torch.device(device):  # tensors the model makes (RoPE tables) born on the GPU: no host copies
                     out = fn(model, *args)
-                chosen[step] = fn
+                chosen[key] = fn
                 return out
             except Exception as error:  # noqa: BLE001 — any compiler failure falls back
                 what = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -199,7 +201,7 @@ def compiled_step(step, device: torch.device):
                     warn_once(f"torch.compile(fullgraph=True) failed ({what}); compiling with graph breaks.")
                 else:
                     warn_once(f"torch.compile failed ({what}); decoding uncompiled.")
-        chosen[step] = step
+        chosen[key] = step
         return step(model, *args)
 
     return run

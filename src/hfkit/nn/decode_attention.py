@@ -56,14 +56,18 @@ if triton is not None:
                                  sin_ptr, slot_ptr, out_ptr, count_ptr, S, NKV, chunk, scale_log2, sq_b, sq_h, sk_b,
                                  sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, skn_b, skn_h, svn_b, svn_h,
                                  G: tl.constexpr, D: tl.constexpr, HAS_MASK: tl.constexpr, STEP: tl.constexpr,
-                                 UPCAST: tl.constexpr, BLOCK_G: tl.constexpr, BLOCK_HALF: tl.constexpr,
-                                 BLOCK_S: tl.constexpr):
+                                 UPCAST: tl.constexpr, PDL: tl.constexpr, BLOCK_G: tl.constexpr,
+                                 BLOCK_HALF: tl.constexpr, BLOCK_S: tl.constexpr):
         """q · kᵀ as q₁ · k₁ᵀ + q₂ · k₂ᵀ over the halves of D, so that STEP can rotate them in registers: q and
         the step's key kn (unrotated) are rotated by cos/sin (B, D), and the key and value vn are written into the
         cache at `slot` by the program whose split holds it, which also uses them in place of what the slot held.
         STEP also merges the splits: the last program of a (sequence, key/value head) to finish, counted in
-        count_ptr, writes the output (B, nh, D) and sets its count back to 0."""
+        count_ptr, writes the output (B, nh, D) and sets its count back to 0. PDL: launched as a programmatic
+        dependent launch (nn.matvec)."""
         HALF: tl.constexpr = D // 2
+        if PDL:
+            tl.extra.cuda.gdc_wait()  # q, k and v are the kernel before's
+            tl.extra.cuda.gdc_launch_dependents()  # the next kernel's programs may start and load their weights
         pid, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, h = pid // NKV, pid % NKV
         offs_g = tl.arange(0, BLOCK_G)  # (BLOCK_G,) query heads of the group (padded to 16 for tl.dot)
@@ -160,7 +164,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     """q (B, nh, 1, D), k and v (B, nkv, S, D), mask None or bool (B | 1, 1, 1, S), True = attend → (B, nh, 1, D).
     splits: how many parts of the cache run side by side (None: enough for ~128 programs). Only where `applies`."""
     splits = default_splits(q, k) if splits is None else splits
-    return merge(q, *decode_attention_splits(q, k, v, mask, scale_for(q, scale), splits))
+    return merge(q, *decode_attention_splits(q, k, v, mask, scale_for(q, scale), splits, matvec.PDL and q.is_cuda))
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -172,7 +176,8 @@ def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
     left zero (the splits finished so far); mask as decode_attention's (the slot included) → (B, nh, 1, D). Only
     where `takes_step`."""
     splits = default_splits(q, keys) if splits is None else splits
-    return decode_step_op(q, k, v, cos, sin, keys, values, slot, counts, mask, scale_for(q, scale), splits)
+    return decode_step_op(q, k, v, cos, sin, keys, values, slot, counts, mask, scale_for(q, scale), splits,
+                          matvec.PDL and q.is_cuda)
 
 
 def takes_step(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, keys: torch.Tensor,
@@ -206,9 +211,9 @@ def _block_s(dtype: torch.dtype, D: int) -> int:
     return max(16, (2048 if dtype == torch.float32 else 4096) // max(16, triton.next_power_of_2(D)))
 
 
-def _launch(q, k, v, mask, scale, splits, step=None):
+def _launch(q, k, v, mask, scale, splits, step=None, pdl=False):
     """The kernel → acc, top, total and the output; step: (k_new, v_new, cos, sin, slot, counts) for STEP, which
-    writes the output (else empty)."""
+    writes the output (else empty); pdl: a programmatic dependent launch (matvec.dependent_launch)."""
     B, nh, _, D = q.shape
     nkv, S = k.shape[1], k.shape[2]
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -236,7 +241,7 @@ def _launch(q, k, v, mask, scale, splits, step=None):
         STEP=step is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED,
         BLOCK_G=max(16, triton.next_power_of_2(G)),
         BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, num_warps=4,
-        **(STEP_LAUNCH if step is not None else {}))
+        **(STEP_LAUNCH if step is not None else {}), **matvec.dependent_launch(pdl, q.device))
     return acc, top, total, out
 
 
@@ -249,15 +254,15 @@ STEP_LAUNCH = {"enable_fp_fusion": False}
 
 @torch.library.custom_op("hfkit::decode_attention_splits", mutates_args=())
 def decode_attention_splits(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                            scale: float, splits: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            scale: float, splits: int, pdl: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The kernel alone → per split: acc (B, nh, splits, D) unnormalised, top and total (B, nh, splits) float32.
     A custom op, so that a compiled step calls the kernel as it is and fuses the merge after it."""
     k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (k, v))
-    return _launch(q, k, v, mask, scale, splits)[:3]
+    return _launch(q, k, v, mask, scale, splits, None, pdl)[:3]
 
 
 @decode_attention_splits.register_fake
-def _(q, k, v, mask, scale, splits):
+def _(q, k, v, mask, scale, splits, pdl):
     B, nh, _, D = q.shape
     return (q.new_empty(B, nh, splits, D, dtype=torch.float32),
             *(q.new_empty(B, nh, splits, dtype=torch.float32) for _ in range(2)))
@@ -266,12 +271,12 @@ def _(q, k, v, mask, scale, splits):
 @torch.library.custom_op("hfkit::decode_step", mutates_args=("keys", "values", "counts"))
 def decode_step_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                    keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, counts: torch.Tensor,
-                   mask: torch.Tensor | None, scale: float, splits: int) -> torch.Tensor:
+                   mask: torch.Tensor | None, scale: float, splits: int, pdl: bool) -> torch.Tensor:
     """The STEP kernel: the step's rotated key and value written into `keys`, `values` (each with unit feature
     stride, as a cache's buffers are) at `slot`, the splits merged in the kernel → (B, nh, 1, D)."""
-    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot, counts))[3]
+    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot, counts), pdl)[3]
 
 
 @decode_step_op.register_fake
-def _(q, k, v, cos, sin, keys, values, slot, counts, mask, scale, splits):
+def _(q, k, v, cos, sin, keys, values, slot, counts, mask, scale, splits, pdl):
     return torch.empty_like(q, memory_format=torch.contiguous_format)

@@ -22,6 +22,12 @@ The kernels run where Triton runs them — CUDA tensors, or any tensor under TRI
 MAX_ROWS rows of x with no autograd; `applies(x)` says so, `linears` / `glu_linear` return None for layers they do
 not take, and callers keep their own path for the rest. torch.compile traces the kernel launch into its graph (CUDA
 graphs included).
+
+Each program loads its first weight tile before it reads anything else. With PDL, inside compiled code, the kernels
+launch as programmatic dependent launches (sm_90+; nn.decode_attention too): a kernel's programs start while the
+kernel before it finishes, load their first weight tiles (nothing in a decode step writes weights), then wait for
+it (`griddepcontrol.wait`) before reading x. The launch goes through a custom op, since inductor launches traced
+kernels itself, without the attribute.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ MAX_ROWS = 4  # more rows of x: a matrix product, which the GEMM libraries do be
 ENABLED = True  # False: always the torch path (A/B measurements)
 FUSED_NORMS = False  # decoders pass their RMSNorm and residual to the kernels; on once measured faster on a GPU
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's interpreter: the kernels on CPU tensors (tests)
+# Programmatic dependent launch inside compiled code (module docstring). Off: three A/Bs on H100s put the compiled
+# Llama-3.2-1B step within noise of the plain launches (858 vs 844, 845 vs 859 tok/s; RESULTS.md, twentieth session)
+PDL = False
 
 # A CPU build of torch runs the kernels only under the interpreter: elsewhere Triton is not imported (where it is
 # installed, its import was ~0.2 s of a 0.45 s CPU model load).
@@ -81,6 +90,14 @@ def takes(x: torch.Tensor, layers: Sequence[nn.Module], norm: tuple[torch.Tensor
                                   and not wants_grad(norm[0]))))
 
 
+def dependent_launch(pdl: bool, device: torch.device) -> dict:
+    """The launch options of a kernel built with PDL=`pdl`: programmatic dependent launch where the GPU has it
+    (sm_90+); none elsewhere (the kernel's wait is then skipped: PDL is also its constexpr)."""
+    if pdl and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
+        return {"launch_pdl": True, "PDL": True}
+    return {"PDL": False}
+
+
 def config_for(n: int, k: int, glu: bool = False) -> dict:
     """Launch shape for an (n, k) weight (2n rows for the GLU form): 32 float32 per-lane sums per thread, few
     rows per program so that even a 2048-row weight spreads over every multiprocessor. The fastest shapes of
@@ -111,14 +128,28 @@ if triton is not None:
         return acc
 
     @triton.jit
+    def _weight_tiles(w, w1, local, n_ok, start, K: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr):
+        """The (BLOCK_N, BLOCK_K) tile of w from column `start` (zeros past K) and, for ACT > 0, the up rows' of w1
+        (else w's tile again)."""
+        offs_k = start + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
+        tile = local[:, None] * K + offs_k[None, :]  # (BLOCK_N, BLOCK_K)
+        ok = n_ok[:, None] & (offs_k < K)[None, :]
+        weights = tl.load(w + tile, mask=ok, other=0)
+        weights_up = weights
+        if ACT > 0:
+            weights_up = tl.load(w1 + tile, mask=ok, other=0)
+        return weights, weights_up
+
+    @triton.jit
     def _matvec_kernel(x_ptr, y_ptr, w0, w1, w2, s0, s1, s2, b0, b1, b2, g_ptr, r_ptr, eps, N, N0, N01, ROWS,
                        stride_x, stride_y, stride_r, K: tl.constexpr, SEGMENTS: tl.constexpr,
                        HAS_SCALE: tl.constexpr, HAS_BIAS: tl.constexpr, ACT: tl.constexpr, NORM: tl.constexpr,
-                       RESIDUAL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                       RESIDUAL: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         """ACT == 0: y[row, n] = Σ_k x[row, k] · w[n, k] · s[n] + b[n], where w, s, b is the segment (0, 1 or 2)
         holding output n (segments start at 0, N0, N01, each a multiple of BLOCK_N; weights row-major (·, K)).
         ACT > 0: act(that of w0) · (that of w1), the gate and up rows n. NORM: x[row] / rms(x[row]) · g in place of
-        x[row], rounded to x's dtype before and after g as RMSNorm does. RESIDUAL: r[row, n] + y[row, n]."""
+        x[row], rounded to x's dtype before and after g as RMSNorm does. RESIDUAL: r[row, n] + y[row, n]. PDL:
+        launched as a programmatic dependent launch; the first weight tiles are loaded before the wait."""
         pid = tl.program_id(0)
         row, block = pid % ROWS, pid // ROWS  # rows of x fastest: they read a weight block together
         offs_n = block * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) outputs
@@ -131,6 +162,10 @@ if triton is not None:
             if block * BLOCK_N >= N01:
                 w, s, b, first = w2, s2, b2, block * 0 + N01
         local = offs_n - first  # (BLOCK_N,) rows within the segment
+        weights, weights_up = _weight_tiles(w, w1, local, n_ok, 0, K, BLOCK_K, ACT)  # (BLOCK_N, BLOCK_K) each
+        if PDL:
+            tl.extra.cuda.gdc_wait()  # x, r and y: the kernel before this one is done with them
+            tl.extra.cuda.gdc_launch_dependents()  # the next kernel's programs may start and load their weights
         inv_rms = 1.0
         if NORM:  # this row's 1 / rms, float32 as RMSNorm computes it
             squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
@@ -144,7 +179,6 @@ if triton is not None:
         for start in range(0, K, BLOCK_K):
             offs_k = start + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
             ok = n_ok[:, None] & (offs_k < K)[None, :]
-            tile = local[:, None] * K + offs_k[None, :]  # (BLOCK_N, BLOCK_K)
             # x read in the weight tile's shape (rows repeat from L1): no layout exchange through shared memory
             x = tl.load(x_ptr + row * stride_x + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0)
             x = x.to(tl.float32)  # (BLOCK_N, BLOCK_K)
@@ -152,9 +186,10 @@ if triton is not None:
                 dtype = x_ptr.dtype.element_ty
                 g = tl.load(g_ptr + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0).to(tl.float32)
                 x = (g * (x * inv_rms).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
-            partial += tl.load(w + tile, mask=ok, other=0).to(tl.float32) * x
+            partial += weights.to(tl.float32) * x
             if ACT > 0:
-                partial_up += tl.load(w1 + tile, mask=ok, other=0).to(tl.float32) * x
+                partial_up += weights_up.to(tl.float32) * x
+            weights, weights_up = _weight_tiles(w, w1, local, n_ok, start + BLOCK_K, K, BLOCK_K, ACT)  # the next
         acc = _affine(tl.sum(partial, axis=1), s, b, local, n_ok, HAS_SCALE, HAS_BIAS)  # (BLOCK_N,)
         if ACT > 0:
             up = _affine(tl.sum(partial_up, axis=1), s1, b1, local, n_ok, HAS_SCALE, HAS_BIAS)
@@ -171,27 +206,60 @@ def _launch(x: torch.Tensor, weights: Sequence[torch.Tensor], scales: Sequence[t
             norm: tuple[torch.Tensor, float] | None = None, residual: torch.Tensor | None = None) -> torch.Tensor:
     """weights: 1–3 row-major (n_i, K) tensors side by side, or (act > 0) the gate and up weights; `norm` (g, eps)
     and `residual` (..., N) as the kernel's NORM and RESIDUAL."""
-    k = x.shape[-1]
-    sizes = [w.shape[0] for w in weights]
-    n = sizes[0] if act else sum(sizes)  # outputs per row
-    rows = x.reshape(-1, k).contiguous()  # (M, K)
-    y = torch.empty(rows.shape[0], n, dtype=x.dtype, device=x.device)  # (M, N)
+    k, n = x.shape[-1], _outputs(weights, act)
     config = dict(config or config_for(n, k, glu=bool(act)))
-    n0, n01 = sizes[0], sum(sizes[:2])
-    if not act and any(boundary % config["BLOCK_N"] for boundary in itertools.accumulate(sizes[:-1])):
+    boundaries = itertools.accumulate(w.shape[0] for w in weights[:-1])  # where the second and third weights start
+    if not act and any(boundary % config["BLOCK_N"] for boundary in boundaries):
         config["BLOCK_N"] = 1  # a block never straddles two weights
+    gain, eps = norm if norm is not None else (None, 0.0)
+    args = (x.reshape(-1, k), list(weights), list(scales or []), list(biases or []), gain, eps,
+            None if residual is None else residual.reshape(-1, n), act, config["BLOCK_N"], config["BLOCK_K"],
+            config["num_warps"])
+    dependent = PDL and (x.is_cuda or INTERPRETED) and torch.compiler.is_compiling()
+    y = dependent_products(*args) if dependent else _products(*args)  # (M, N)
+    return y.view(*x.shape[:-1], n)
+
+
+def _products(rows: torch.Tensor, weights: list[torch.Tensor], scales: list[torch.Tensor],
+              biases: list[torch.Tensor], gain: torch.Tensor | None, eps: float, residual: torch.Tensor | None,
+              act: int, block_n: int, block_k: int, num_warps: int, pdl: bool = False) -> torch.Tensor:
+    """The kernel on (M, K) rows → (M, N); `scales`, `biases` one per weight or none, `residual` (M, N) or None,
+    `gain` (K,) or None (no NORM)."""
+    n, sizes = _outputs(weights, act), [t.shape[0] for t in weights]
+    rows = rows.contiguous()
+    y = torch.empty(rows.shape[0], n, dtype=rows.dtype, device=rows.device)  # (M, N)
     pad = lambda ts: [*ts, *[ts[0]] * (3 - len(ts))]  # unused pointer slots
     w = pad([t.contiguous() for t in weights])
-    s = pad(scales) if scales is not None else w
-    b = pad(biases) if biases is not None else w
-    gain, eps = norm if norm is not None else (w[0], 0.0)
-    added = residual.reshape(-1, n).contiguous() if residual is not None else y  # (M, N)
-    grid = (triton.cdiv(n, config["BLOCK_N"]) * rows.shape[0],)
-    _matvec_kernel[grid](rows, y, *w, *s, *b, gain, added, eps, n, n0, n01, rows.shape[0], rows.stride(0),
-                         y.stride(0), added.stride(0), K=k, SEGMENTS=len(weights), HAS_SCALE=scales is not None,
-                         HAS_BIAS=biases is not None, ACT=act, NORM=norm is not None,
-                         RESIDUAL=residual is not None, **config)
-    return y.view(*x.shape[:-1], n)
+    s = pad(scales) if scales else w
+    b = pad(biases) if biases else w
+    added = residual.contiguous() if residual is not None else y  # (M, N)
+    grid = (triton.cdiv(n, block_n) * rows.shape[0],)
+    _matvec_kernel[grid](rows, y, *w, *s, *b, w[0] if gain is None else gain, added, eps, n, sizes[0], sum(sizes[:2]),
+                         rows.shape[0], rows.stride(0), y.stride(0), added.stride(0), K=rows.shape[1],
+                         SEGMENTS=len(weights), HAS_SCALE=bool(scales), HAS_BIAS=bool(biases), ACT=act,
+                         NORM=gain is not None, RESIDUAL=residual is not None, BLOCK_N=block_n, BLOCK_K=block_k,
+                         num_warps=num_warps, **dependent_launch(pdl, rows.device))
+    return y
+
+
+@torch.library.custom_op("hfkit::dependent_products", mutates_args=())
+def dependent_products(rows: torch.Tensor, weights: list[torch.Tensor], scales: list[torch.Tensor],
+                       biases: list[torch.Tensor], gain: torch.Tensor | None, eps: float,
+                       residual: torch.Tensor | None, act: int, block_n: int, block_k: int,
+                       num_warps: int) -> torch.Tensor:
+    """`_products` launched with PDL, as a custom op: a compiled step calls it as it is (inductor would launch the
+    traced kernel itself, without the launch attribute)."""
+    return _products(rows, weights, scales, biases, gain, eps, residual, act, block_n, block_k, num_warps, pdl=True)
+
+
+@dependent_products.register_fake
+def _(rows, weights, scales, biases, gain, eps, residual, act, block_n, block_k, num_warps):
+    return rows.new_empty(rows.shape[0], _outputs(weights, act))
+
+
+def _outputs(weights: Sequence[torch.Tensor], act: int) -> int:
+    """Outputs per row of x: the gate's rows for the GLU form (act > 0), else every weight's."""
+    return weights[0].shape[0] if act else sum(w.shape[0] for w in weights)
 
 
 def linears(x: torch.Tensor, layers: Sequence[nn.Linear], norm: tuple[torch.Tensor, float] | None = None,
