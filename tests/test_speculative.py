@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
@@ -170,6 +171,9 @@ def test_text_generation_streams_and_loops_over_prompts(tmp_path):
     stopped = model.generate(PROMPTS[1], max_new_tokens=24, stop_strings=[stop])
     assert len(stopped) < len(plain[1])
     assert model.generate(PROMPTS[1], max_new_tokens=24, stop_strings=[stop], prompt_lookup_num_tokens=4) == stopped
+    saved = tmp_path / "generation_config.json"  # the option set by the model's files instead
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "prompt_lookup_num_tokens": 4}))
+    assert model.generate(PROMPTS, max_new_tokens=24) == plain  # each prompt alone, as the option asks
 
 
 def test_cli_generate_speculatively(tmp_path):
