@@ -123,19 +123,23 @@ def check_dependent_launch() -> None:
     """With matvec.PDL, compiled code launches the products through the custom op that adds the launch attribute
     (which itself needs an sm_90 GPU: the CUDA tests), with the outputs of the traced launch; eager code keeps it."""
     torch.manual_seed(3)
-    layers, x = [nn.Linear(64, 48), nn.Linear(64, 16)], torch.randn(2, 64)
+    layers, x, residual = [nn.Linear(64, 48), nn.Linear(64, 16)], torch.randn(2, 64), torch.randn(2, 64)
+    norm = (torch.rand(64) + 0.5, 1e-5)  # (g, eps): the fused norm's arguments reach the kernel through the op too
+    products = lambda x: (matvec.linears(x, layers), matvec.linears(x, layers, norm=norm, residual=residual),
+                          matvec.glu_linear(x, *layers[:1] * 2, F.silu, norm=norm))
     targets = []
     backend = lambda graph, inputs: targets.extend(str(node.target) for node in graph.graph.nodes) or graph
     with torch.no_grad():
-        plain = matvec.linears(x, layers)
+        plain = products(x)
         matvec.PDL = True
         try:
-            eager = matvec.linears(x, layers)
-            compiled = torch.compile(lambda x: matvec.linears(x, layers), backend=backend, fullgraph=True)(x)
+            eager = products(x)
+            compiled = torch.compile(products, backend=backend, fullgraph=True)(x)
         finally:
             matvec.PDL = False
-    assert torch.equal(eager, plain) and torch.equal(compiled, plain)
-    assert "hfkit.dependent_products.default" in targets, targets
+    for got in (eager, compiled):
+        assert all(torch.equal(a, b) for a, b in zip(got, plain, strict=True))
+    assert targets.count("hfkit.dependent_products.default") == 3, targets
 
 
 def check_decode_attention() -> None:

@@ -2,7 +2,7 @@
 prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, static +
 compiled with each kernel switch of CANDIDATES set against the default (the layers' norms and residual additions
 inside the matvec kernels, matvec.FUSED_NORMS, not yet on; the decode kernels as programmatic dependent launches,
-matvec.PDL, not yet on, alone and with inductor's kernels as such too; the steps without their RoPE and cache writes
+matvec.PDL, not yet on, alone, with the fused norms and with inductor's kernels as such too; the steps without their RoPE and cache writes
 inside the attention kernel, decode_attention.STEP_ON off), and static + compiled with int8 weights (opt-in,
 lossy), all in this one process on the same weights and prompt.
 
@@ -60,6 +60,9 @@ def timed(fn) -> tuple[float, torch.Tensor]:  # seconds, output
 CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): the A/B of kernels against the default
     "fused norms (matvec.FUSED_NORMS)": ((matvec, "FUSED_NORMS", True),),
     "dependent launches (matvec.PDL)": ((matvec, "PDL", True),),
+    # with the norms inside the products, a layer's five kernels are all hfkit's: each can start on its weights early
+    "fused norms + dependent launches (matvec.FUSED_NORMS, matvec.PDL)": ((matvec, "FUSED_NORMS", True),
+                                                                         (matvec, "PDL", True)),
     "dependent launches, inductor's too (matvec.PDL, triton.enable_pdl)": (
         (matvec, "PDL", True),
         (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True})),
