@@ -1,5 +1,6 @@
 """`linear` / `linear_gelu`: the bias and GELU inside the product for inference — cuBLASLt's epilogue for half
-precision on CUDA, oneDNN's fused linear for bfloat16 on the CPU —; the plain path everywhere else.
+precision on CUDA, oneDNN's fused linear for bfloat16 on the CPU —; the plain path everywhere else. `linear_residual`:
+the residual added inside the product (RESIDUAL_EPILOGUE, off by default).
 
 The encoder's outputs with them are as close to a float32 run as the plain path's are: bfloat16 on the CPU, and on
 CUDA (skipped without it) bf16/fp16, under torch.compile too (cuBLASLt's tanh-form GELU differs from erf-GELU far
@@ -14,7 +15,7 @@ from torch import nn
 
 from hfkit.nn import fused_linear
 from hfkit.nn.activations import gelu_new
-from hfkit.nn.fused_linear import linear, linear_gelu
+from hfkit.nn.fused_linear import addmm_residual, linear, linear_gelu, linear_residual
 
 from .parity.tiny import HFKIT_AUTO, padded_batch, tiny_reference
 
@@ -28,6 +29,24 @@ def test_not_taken_on_cpu_in_float32_or_with_gradients():
         assert linear_gelu(x, layer, F.gelu) is None  # float32: F.linear, exact
         assert torch.equal(linear(x, layer), layer(x))
     assert linear_gelu(x.bfloat16(), layer.bfloat16(), F.gelu) is None  # the weight requires grad
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_residual_inside_the_product_is_the_sum(monkeypatch, bias):
+    """addmm_residual computes residual + module(x) (float32 on the CPU: to rounding); linear_residual keeps the
+    plain sum where its GEMM does not apply (the CPU; active dropout), bit for bit."""
+    torch.manual_seed(0)
+    layer, x, residual = nn.Linear(24, 40, bias=bias), torch.randn(2, 5, 24), torch.randn(2, 5, 40)
+    monkeypatch.setattr(fused_linear, "RESIDUAL_EPILOGUE", True)
+    with torch.inference_mode():
+        expected = residual + layer(x)
+        torch.testing.assert_close(addmm_residual(x, layer, residual), expected, rtol=1e-6, atol=1e-6)
+        assert torch.equal(linear_residual(x, layer, residual, nn.Dropout(0.1).eval()), expected)
+    dropout = nn.Dropout(0.5)  # training: the plain path, dropout applied to the product only
+    torch.manual_seed(1)
+    dropped = linear_residual(x, layer, residual, dropout)
+    torch.manual_seed(1)
+    assert torch.equal(dropped, residual + dropout(layer(x)))
 
 
 needs_onednn = pytest.mark.skipif(not fused_linear.onednn_linear_works(), reason="needs oneDNN's bfloat16 linear")
@@ -104,6 +123,29 @@ def test_epilogue_is_as_close_to_float32_as_the_plain_path(tmp_path, monkeypatch
         model.uncompile_layers()
         monkeypatch.setattr(fused_linear, "GELU_EPILOGUE", False)
         plain = model(**batch).last_hidden_state[keep].float()
+    err = lambda out: (out - truth).abs().max().item()
+    assert not torch.equal(fused, plain)  # the epilogue ran
+    assert err(fused) <= 1.25 * err(plain) + 1e-3, (err(fused), err(plain))
+    assert err(compiled) <= 1.25 * err(plain) + 1e-3, (err(compiled), err(plain))
+
+
+@cuda
+@pytest.mark.parametrize("model_type", ["bert", "modernbert"])  # post-norm with biases, pre-norm without
+def test_residual_epilogue_is_as_close_to_float32_as_the_plain_path(tmp_path, monkeypatch, model_type):
+    """RESIDUAL_EPILOGUE on: the encoder's residual sums inside its GEMMs, eager and under compile_layers()."""
+    tiny_reference(model_type, "base").save_pretrained(tmp_path)
+    truth_model = HFKIT_AUTO["base"].from_pretrained(tmp_path, device="cuda")
+    model = HFKIT_AUTO["base"].from_pretrained(tmp_path, device="cuda", dtype=torch.bfloat16)
+    batch = {k: v.cuda() for k, v in padded_batch(model.config).items()}
+    keep = batch["attention_mask"].bool()
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    with torch.inference_mode():
+        truth = truth_model(**batch).last_hidden_state[keep]
+        plain = model(**batch).last_hidden_state[keep].float()
+        monkeypatch.setattr(fused_linear, "RESIDUAL_EPILOGUE", True)
+        fused = model(**batch).last_hidden_state[keep].float()
+        compiled = model.compile_layers()(**batch).last_hidden_state[keep].float()
+        model.uncompile_layers()
     err = lambda out: (out - truth).abs().max().item()
     assert not torch.equal(fused, plain)  # the epilogue ran
     assert err(fused) <= 1.25 * err(plain) + 1e-3, (err(fused), err(plain))

@@ -7,8 +7,9 @@ varlen_attn without a window (the global layers) for scale; max |Δ| against var
 kernel (RoPE inside) at every launch shape of SWEEP, and the kernel after apply_rope at those of PLAIN_SWEEP.
 (b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts as one
 batch: the kernel with RoPE inside (`window_attention.ROTATES`), the kernel after apply_rope (shipped), each also
-at the other's pipeline stages (`window_attention.STAGES`), varlen_attn windows; in the same process (CUDA events,
-medians, round-robin).
+at the other's pipeline stages (`window_attention.STAGES`), varlen_attn windows, and the shipped pass with the
+residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`); in the same process (CUDA events, medians,
+round-robin).
 
     PYTHONPATH=src python benchmarks/explore/window_attention.py [--repeats 7] [--sweep]
 """
@@ -32,7 +33,7 @@ from hfkit.bench.encode_gpu import (
     time_pass,
 )
 from hfkit.bench.timing import cuda_median_ms
-from hfkit.nn import window_attention
+from hfkit.nn import fused_linear, window_attention
 from hfkit.nn.attention import PackedBatch
 from hfkit.nn.rope import apply_rope, rope_tables
 
@@ -89,20 +90,24 @@ def whole_passes(repeats: int) -> None:
     model.compile_layers()
     torch._dynamo.config.recompile_limit = 64  # a graph per layer kind and variant
 
-    def forward(kernel: bool, inside: bool, stages: int | None = None):
+    def forward(kernel: bool, inside: bool, stages: int | None = None, residual_epilogue: bool = False):
         def run(batch):
             window_attention.ENABLED, window_attention.ROTATES = kernel, inside
             window_attention.STAGES[inside] = stages or shipped[inside]
+            fused_linear.RESIDUAL_EPILOGUE = residual_epilogue
             try:
                 return model(**batch, unpadded=True).last_hidden_state
             finally:
                 window_attention.STAGES.update(shipped)
+                fused_linear.RESIDUAL_EPILOGUE = False
         return run
 
     shipped = dict(window_attention.STAGES)
     variants = {"kernel, RoPE inside": forward(True, True), "kernel, RoPE inside, 3 stages": forward(True, True, 3),
                 "kernel after apply_rope": forward(True, False),
-                "kernel after apply_rope, 1 stage": forward(True, False, 1), "varlen_attn windows": forward(False, False)}
+                "kernel after apply_rope, 1 stage": forward(True, False, 1),
+                "varlen_attn windows": forward(False, False),
+                "kernel after apply_rope, residual epilogue": forward(True, False, residual_epilogue=True)}
     with torch.inference_mode():
         batch = batches[0]
         keep = batch["attention_mask"].bool()

@@ -34,7 +34,7 @@ from ..nn.attention import (
 )
 from ..nn.compiled import Compiled
 from ..nn.embeddings import TokenEmbeddings
-from ..nn.fused_linear import GELU_FORMS, linear, linear_gelu
+from ..nn.fused_linear import GELU_FORMS, linear, linear_gelu, linear_residual
 from ..nn.mlp import MLPKind
 from ..nn.rope import rotary_tables
 from .base import PreTrainedModel, place
@@ -107,14 +107,14 @@ class EncoderLayer(nn.Module):
         p = self.attention_dropout if self.training else 0.0
         a = attention(q, k, v, mask, dropout_p=p, divisor=divisor, rope=rotary)
         a = (a.transpose(1, 2) if padded else a).reshape(*lead, H)
-        a = self.attn_out_dropout(linear(a, self.attn_out))
-        x = x + a if self.pre_norm else self.attn_norm(x + a)
+        summed = linear_residual(a, self.attn_out, x, self.attn_out_dropout)  # x + dropout(attn_out(a))
+        x = summed if self.pre_norm else self.attn_norm(summed)
         h = self.ffn_norm(x) if self.pre_norm else x
         inner = linear_gelu(h, self.ffn_in, self.act) if self.gelu_epilogue else None
         if inner is None:
             inner = self.mlp_kind.inner(linear(h, self.ffn_in), self.act)
-        f = self.ffn_out_dropout(linear(self.ffn_inner_dropout(inner), self.ffn_out))
-        return x + f if self.pre_norm else self.ffn_norm(x + f)
+        summed = linear_residual(self.ffn_inner_dropout(inner), self.ffn_out, x, self.ffn_out_dropout)
+        return summed if self.pre_norm else self.ffn_norm(summed)
 
 
 class StackHooks(nn.Module):

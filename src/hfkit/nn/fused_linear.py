@@ -13,6 +13,11 @@ the bias copies and the separate GELU); the feed-forward input with GELU is as c
 
 Both only without autograd, the CPU one also outside torch.compile (inductor fuses its own way there); everything
 else takes the plain path. GELU_EPILOGUE / CPU_FUSED_LINEAR switch them off.
+
+`linear_residual` (RESIDUAL_EPILOGUE, off until measured on a GPU): residual + x·Wᵀ as one CUDA half-precision
+GEMM that adds the residual in its epilogue (addmm with the residual as C). Compiled, the encoder's residual sum then
+no longer reads the product back and writes the sum beside the norm's output: on ModernBERT-base's 130k-token pass
+~200 MB less traffic per residual sum (two a layer), if the GEMM reads C for less than that costs.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ from .matvec import wants_grad
 
 GELU_EPILOGUE = True  # False: half-precision CUDA feed-forward layers use nn.Linear + the activation
 CPU_FUSED_LINEAR = True  # False: bfloat16 CPU layers use F.linear (+ the activation)
+RESIDUAL_EPILOGUE = False  # True: linear_residual adds the residual inside half-precision CUDA GEMMs (measure first)
 GELU_FORMS = {F.gelu: "none", gelu_new: "tanh", gelu_tanh: "tanh"}  # activation → oneDNN's GELU algorithm
+HALF = (torch.float16, torch.bfloat16)
 
 
 def inference_only(x: torch.Tensor, linear: nn.Module) -> bool:
@@ -65,9 +72,28 @@ def linear_gelu(x: torch.Tensor, module: nn.Module, act) -> torch.Tensor | None:
     (cuBLASLt, tanh form), CPU bfloat16 (oneDNN, `act`'s own form); None elsewhere, for the caller's plain path."""
     if on_cpu_bfloat16(x, module):
         return torch.ops.mkldnn._linear_pointwise(x, module.weight, module.bias, "gelu", [], GELU_FORMS[act])
-    if not (GELU_EPILOGUE and x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and module.bias is not None
-            and inference_only(x, module)):
+    if not (GELU_EPILOGUE and x.is_cuda and x.dtype in HALF and module.bias is not None and inference_only(x, module)):
         return None
     flat = x.reshape(-1, x.shape[-1])  # (M, in)
     out = torch._addmm_activation(module.bias, flat, module.weight.t(), use_gelu=True)  # (M, out)
+    return out.view(*x.shape[:-1], out.shape[-1])
+
+
+def linear_residual(x: torch.Tensor, module: nn.Module, residual: torch.Tensor, dropout: nn.Module) -> torch.Tensor:
+    """residual + dropout(module(x)), (..., out). Where RESIDUAL_EPILOGUE applies (CUDA float16/bfloat16, a plain
+    nn.Linear, no gradient, no active dropout), one GEMM adds the residual and the bias after it (addmm_residual);
+    else the plain path's sum."""
+    if (RESIDUAL_EPILOGUE and x.is_cuda and x.dtype in HALF and residual.dtype == x.dtype and inference_only(x, module)
+            and not (dropout.training and getattr(dropout, "p", 0.0))):
+        return addmm_residual(x, module, residual)
+    return residual + dropout(linear(x, module))
+
+
+def addmm_residual(x: torch.Tensor, module: nn.Linear, residual: torch.Tensor) -> torch.Tensor:
+    """residual + x · Wᵀ in one GEMM (the residual as addmm's C, in the GEMM's float32 epilogue), then + b: each
+    sum rounded once."""
+    flat = x.reshape(-1, x.shape[-1])  # (M, in)
+    out = torch.addmm(residual.reshape(flat.shape[0], -1), flat, module.weight.t())  # (M, out)
+    if module.bias is not None:
+        out = out + module.bias
     return out.view(*x.shape[:-1], out.shape[-1])
