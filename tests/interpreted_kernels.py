@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hfkit.generation.static_cache import StaticCache, decode_static, prefill_static
-from hfkit.nn import decode_attention, matvec, window_attention
+from hfkit.nn import decode_attention, glu_gemm, matvec, window_attention
 from hfkit.nn.activations import gelu_tanh
 from hfkit.nn.attention import PackedBatch, packed_attention
 from hfkit.nn.norms import RMSNorm
@@ -140,6 +140,44 @@ def check_dependent_launch() -> None:
     for got in (eager, compiled):
         assert all(torch.equal(a, b) for a, b in zip(got, plain, strict=True))
     assert targets.count("hfkit.dependent_products.default") == 3, targets
+
+
+def check_glu_gemm(tmp: Path) -> None:
+    """nn.glu_gemm against float64 (each activation, with a bias and without, ragged M, N and K); then a float32
+    ModernBERT (GeGLU, no biases) with it equals its forward without it, padded and unpadded (<= 1e-5)."""
+    gen = torch.Generator().manual_seed(7)
+    taken, takes = [], glu_gemm.takes
+    glu_gemm.ENABLED = True
+    try:
+        for (M, K, inner), act, biased in [((70, 40, 24), F.gelu, True), ((5, 64, 65), F.silu, False),
+                                           ((130, 72, 8), gelu_tanh, True)]:
+            layer = nn.Linear(K, 2 * inner, bias=biased)
+            x = torch.randn(M, K, generator=gen)
+            with torch.no_grad():
+                out = glu_gemm.glu_linear(x, layer, act)
+                first, second = F.linear(x.double(), layer.weight.double(),
+                                         None if layer.bias is None else layer.bias.double()).chunk(2, dim=-1)
+            truth = act(first) * second
+            assert out.shape == (M, inner) and (out.double() - truth).abs().max() <= 1e-5, (M, K, inner, act)
+        assert glu_gemm.glu_linear(x, layer, torch.tanh) is None  # an activation the kernel does not have
+        assert glu_gemm.glu_linear(x, layer, gelu_tanh) is None  # the weight wants a gradient
+        reference = tiny_reference("modernbert", "base")
+        reference.save_pretrained(tmp / "modernbert-glu")
+        model = HFKIT_AUTO["base"].from_pretrained(tmp / "modernbert-glu")
+        ids = torch.randint(3, 90, (3, 17), generator=gen)
+        mask = (torch.arange(17)[None, :] < torch.tensor([17, 6, 1])[:, None]).long()
+        glu_gemm.takes = lambda *args: taken.append(takes(*args)) or taken[-1]
+        with torch.no_grad():
+            for unpadded in (False, True):
+                glu_gemm.ENABLED = False
+                plain = model(ids, mask, unpadded=unpadded).last_hidden_state[mask.bool()]
+                glu_gemm.ENABLED = True
+                fused = model(ids, mask, unpadded=unpadded).last_hidden_state[mask.bool()]
+                assert (fused - plain).abs().max() <= 1e-5, (unpadded, (fused - plain).abs().max())
+        layers = model.config.num_hidden_layers
+        assert taken == ([False] * layers + [True] * layers) * 2, taken  # each layer's GLU, then through the kernel
+    finally:
+        glu_gemm.ENABLED, glu_gemm.takes = False, takes
 
 
 def check_decode_attention() -> None:
@@ -358,6 +396,7 @@ if __name__ == "__main__":
     assert not window_attention.ROTATES  # likewise
     assert decode_attention.STEP_ON  # on by default (measured on an H100)
     assert not matvec.PDL  # off until measured on a GPU
+    assert not glu_gemm.ENABLED  # likewise
     check_kernels()
     check_float_kernels()
     check_norm_and_residual()
@@ -368,4 +407,5 @@ if __name__ == "__main__":
         check_decoders(Path(tmp))
         check_static_decode_steps(Path(tmp))
         check_window_attention(Path(tmp))
+        check_glu_gemm(Path(tmp))
     print("interpreted kernels: ok")

@@ -1,6 +1,7 @@
 """`linear` / `linear_gelu`: the bias and GELU inside the product for inference — cuBLASLt's epilogue for half
 precision on CUDA, oneDNN's fused linear for bfloat16 on the CPU —; the plain path everywhere else. `linear_residual`:
-the residual added inside the product (RESIDUAL_EPILOGUE, off by default).
+the residual added inside the product (RESIDUAL_EPILOGUE, off by default); `nn.glu_gemm`, the GeGLU inside its
+input product (off by default; its kernel under the interpreter: tests/interpreted_kernels.py).
 
 The encoder's outputs with them are as close to a float32 run as the plain path's are: bfloat16 on the CPU, and on
 CUDA (skipped without it) bf16/fp16, under torch.compile too (cuBLASLt's tanh-form GELU differs from erf-GELU far
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfkit.nn import fused_linear
+from hfkit.nn import fused_linear, glu_gemm
 from hfkit.nn.activations import gelu_new
 from hfkit.nn.fused_linear import addmm_residual, linear, linear_gelu, linear_residual
 
@@ -130,9 +131,12 @@ def test_epilogue_is_as_close_to_float32_as_the_plain_path(tmp_path, monkeypatch
 
 
 @cuda
-@pytest.mark.parametrize("model_type", ["bert", "modernbert"])  # post-norm with biases, pre-norm without
-def test_residual_epilogue_is_as_close_to_float32_as_the_plain_path(tmp_path, monkeypatch, model_type):
-    """RESIDUAL_EPILOGUE on: the encoder's residual sums inside its GEMMs, eager and under compile_layers()."""
+@pytest.mark.parametrize("model_type, switch", [("bert", (fused_linear, "RESIDUAL_EPILOGUE")),  # post-norm, biases
+                                                ("modernbert", (fused_linear, "RESIDUAL_EPILOGUE")),  # pre-norm
+                                                ("modernbert", (glu_gemm, "ENABLED"))])  # GeGLU
+def test_off_by_default_epilogues_are_as_close_to_float32_as_the_plain_path(tmp_path, monkeypatch, model_type, switch):
+    """RESIDUAL_EPILOGUE on (the encoder's residual sums inside its GEMMs) or glu_gemm.ENABLED (the GeGLU inside its
+    input GEMM), eager and under compile_layers()."""
     tiny_reference(model_type, "base").save_pretrained(tmp_path)
     truth_model = HFKIT_AUTO["base"].from_pretrained(tmp_path, device="cuda")
     model = HFKIT_AUTO["base"].from_pretrained(tmp_path, device="cuda", dtype=torch.bfloat16)
@@ -142,7 +146,7 @@ def test_residual_epilogue_is_as_close_to_float32_as_the_plain_path(tmp_path, mo
     with torch.inference_mode():
         truth = truth_model(**batch).last_hidden_state[keep]
         plain = model(**batch).last_hidden_state[keep].float()
-        monkeypatch.setattr(fused_linear, "RESIDUAL_EPILOGUE", True)
+        monkeypatch.setattr(*switch, True)
         fused = model(**batch).last_hidden_state[keep].float()
         compiled = model.compile_layers()(**batch).last_hidden_state[keep].float()
         model.uncompile_layers()

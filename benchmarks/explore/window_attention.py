@@ -8,8 +8,8 @@ kernel (RoPE inside) at every launch shape of SWEEP, and the kernel after apply_
 (b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts as one
 batch: the kernel with RoPE inside (`window_attention.ROTATES`), the kernel after apply_rope (shipped), each also
 at the other's pipeline stages (`window_attention.STAGES`), varlen_attn windows, and the shipped pass with the
-residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`); in the same process (CUDA events, medians,
-round-robin).
+residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`), with the GeGLU inside its input GEMM
+(`glu_gemm.ENABLED`), and with both; in the same process (CUDA events, medians, round-robin).
 
     PYTHONPATH=src python benchmarks/explore/window_attention.py [--repeats 7] [--sweep]
 """
@@ -24,6 +24,7 @@ import torch
 import transformers
 
 import hfkit
+from hfkit.bench.decode_gpu import switched
 from hfkit.bench.encode_gpu import (
     LARGE_BUDGET,
     TOKEN_BUDGET,
@@ -33,7 +34,7 @@ from hfkit.bench.encode_gpu import (
     time_pass,
 )
 from hfkit.bench.timing import cuda_median_ms
-from hfkit.nn import fused_linear, window_attention
+from hfkit.nn import fused_linear, glu_gemm, window_attention
 from hfkit.nn.attention import PackedBatch
 from hfkit.nn.rope import apply_rope, rope_tables
 
@@ -90,24 +91,26 @@ def whole_passes(repeats: int) -> None:
     model.compile_layers()
     torch._dynamo.config.recompile_limit = 64  # a graph per layer kind and variant
 
-    def forward(kernel: bool, inside: bool, stages: int | None = None, residual_epilogue: bool = False):
+    def forward(kernel: bool, inside: bool, stages: int | None = None, flags: tuple = ()):
         def run(batch):
             window_attention.ENABLED, window_attention.ROTATES = kernel, inside
             window_attention.STAGES[inside] = stages or shipped[inside]
-            fused_linear.RESIDUAL_EPILOGUE = residual_epilogue
             try:
-                return model(**batch, unpadded=True).last_hidden_state
+                with switched(flags):  # (module, flag, value) switches, back as they were after
+                    return model(**batch, unpadded=True).last_hidden_state
             finally:
                 window_attention.STAGES.update(shipped)
-                fused_linear.RESIDUAL_EPILOGUE = False
         return run
 
     shipped = dict(window_attention.STAGES)
+    RESIDUAL, GLU = (fused_linear, "RESIDUAL_EPILOGUE", True), (glu_gemm, "ENABLED", True)
     variants = {"kernel, RoPE inside": forward(True, True), "kernel, RoPE inside, 3 stages": forward(True, True, 3),
                 "kernel after apply_rope": forward(True, False),
                 "kernel after apply_rope, 1 stage": forward(True, False, 1),
                 "varlen_attn windows": forward(False, False),
-                "kernel after apply_rope, residual epilogue": forward(True, False, residual_epilogue=True)}
+                "kernel after apply_rope, residual epilogue": forward(True, False, flags=(RESIDUAL,)),
+                "kernel after apply_rope, GeGLU GEMM": forward(True, False, flags=(GLU,)),
+                "kernel after apply_rope, both": forward(True, False, flags=(RESIDUAL, GLU))}
     with torch.inference_mode():
         batch = batches[0]
         keep = batch["attention_mask"].bool()
@@ -123,7 +126,7 @@ def whole_passes(repeats: int) -> None:
     print(f"ModernBERT-base shape, compile_layers(), {real} real tokens in {len(batches)} batch(es)")
     for label in variants:
         med = statistics.median(times[label])
-        print(f"  {label:28s} {med * 1e3:7.1f} ms  {real / med / 1e6:5.2f} M tok/s  "
+        print(f"  {label:42s} {med * 1e3:7.1f} ms  {real / med / 1e6:5.2f} M tok/s  "
               f"max |Δ| vs kernel after apply_rope {diffs[label]:.3g}")
 
 

@@ -35,6 +35,7 @@ from ..nn.attention import (
 from ..nn.compiled import Compiled
 from ..nn.embeddings import TokenEmbeddings
 from ..nn.fused_linear import GELU_FORMS, linear, linear_gelu, linear_residual
+from ..nn.glu_gemm import glu_linear
 from ..nn.mlp import MLPKind
 from ..nn.rope import rotary_tables
 from .base import PreTrainedModel, place
@@ -110,11 +111,17 @@ class EncoderLayer(nn.Module):
         summed = linear_residual(a, self.attn_out, x, self.attn_out_dropout)  # x + dropout(attn_out(a))
         x = summed if self.pre_norm else self.attn_norm(summed)
         h = self.ffn_norm(x) if self.pre_norm else x
-        inner = linear_gelu(h, self.ffn_in, self.act) if self.gelu_epilogue else None
-        if inner is None:
-            inner = self.mlp_kind.inner(linear(h, self.ffn_in), self.act)
-        summed = linear_residual(self.ffn_inner_dropout(inner), self.ffn_out, x, self.ffn_out_dropout)
+        summed = linear_residual(self.ffn_inner_dropout(self.ffn_inner(h)), self.ffn_out, x, self.ffn_out_dropout)
         return summed if self.pre_norm else self.ffn_norm(summed)
+
+    def ffn_inner(self, h: torch.Tensor) -> torch.Tensor:
+        """act(ffn_in(h)), or for a GLU act(first half) · second half: the activation inside the product where a
+        kernel takes it (linear_gelu; nn.glu_gemm for the GLU), else after it."""
+        if self.gelu_epilogue:
+            inner = linear_gelu(h, self.ffn_in, self.act)
+        else:
+            inner = glu_linear(h, self.ffn_in, self.act) if self.mlp_kind is MLPKind.GLU else None
+        return inner if inner is not None else self.mlp_kind.inner(linear(h, self.ffn_in), self.act)
 
 
 class StackHooks(nn.Module):
