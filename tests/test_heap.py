@@ -29,10 +29,10 @@ has_mallinfo2 = heap.glibc() is not None and hasattr(heap.glibc(), "mallinfo2")
 glibc_only = pytest.mark.skipif(not has_mallinfo2, reason="needs glibc ≥ 2.33 (mallopt, mallinfo2)")
 
 
-def held_while_alive() -> tuple[int, int]:
-    """(mmapped bytes, heap bytes in use) that one BUFFER-sized tensor adds while it lives; it is freed after."""
+def held_while_alive(size: int = BUFFER) -> tuple[int, int]:
+    """(mmapped bytes, heap bytes in use) that one tensor of `size` bytes adds while it lives; it is freed after."""
     before = mallinfo2()
-    buffer = torch.empty(BUFFER // 4).fill_(1.0)
+    buffer = torch.empty(size // 4).fill_(1.0)
     during = mallinfo2()
     del buffer
     return during.hblkhd - before.hblkhd, during.uordblks - before.uordblks
@@ -49,8 +49,12 @@ def test_freed_buffers_stay_in_the_heap_inside_the_block():
         assert free_after_first >= BUFFER  # freed, not trimmed or unmapped: the next allocation takes it
         assert (mapped, in_heap >= BUFFER) == (0, True)
     heap.glibc().malloc_trim(0)  # the kept memory goes back to the OS (glibc would trim it on later frees)
-    mapped, in_heap = held_while_alive()  # thresholds back at glibc's 128 KiB start: served by mmap again
-    assert (mapped >= BUFFER, in_heap < BUFFER) == (True, True)
+    # thresholds back at glibc's 128 KiB start: served by mmap again. Larger than all the heap's free memory, so
+    # that no free chunk can serve it (one in the middle of the heap, below a live allocation, is not trimmed, and
+    # earlier tests in the process may have left one of BUFFER's size)
+    size = mallinfo2().fordblks + BUFFER
+    mapped, in_heap = held_while_alive(size)
+    assert (mapped >= size, in_heap < BUFFER) == (True, True), (mapped, in_heap, size)
 
 
 class FakeLibc:
