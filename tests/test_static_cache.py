@@ -72,7 +72,8 @@ def test_greedy_step_is_one_graph(tmp_path, monkeypatch):
     from torch._dynamo.testing import CompileCounterWithBackend
 
     counter = CompileCounterWithBackend("aot_eager")
-    monkeypatch.setattr(greedy_static, "compiled_step", lambda step, device: torch.compile(step, backend=counter, fullgraph=True))
+    monkeypatch.setattr(greedy_static, "compiled_step", lambda step, device, compile: (
+        torch.compile(step, backend=counter, fullgraph=True) if compile else step))
     _, ours = build(tmp_path, "llama")
     ids, mask = left_padded()
     for eos in (None, 7):

@@ -53,7 +53,7 @@ def main():
     mask = torch.ones_like(ids)
     torch._dynamo.config.recompile_limit = 32  # one graph per width K: each width its own static shapes, not one
     torch._dynamo.config.automatic_dynamic_shapes = False  # dynamic graph recorded again per width by CUDA graphs
-    step = compiled_step(verify_static, ids.device) if cuda else verify_static
+    step = compiled_step(verify_static, ids.device, cuda)
     what = "compiled on the GPU, bf16, Llama-1B shape" if cuda else "eager on the CPU, float32, 8 × 512 Llama"
     print(f"(a) one pass over 1 + K tokens at position 128 through the static cache ({what})")
     base = None

@@ -93,7 +93,7 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Gen
         if plain_greedy(gc, stop, len(eos) > 0 and min_length > input_ids.shape[1]):
             new = greedy_static(model, logits, kv, position, eos, pad, max_length - input_ids.shape[1], compile)
             return torch.cat((input_ids, new), dim=1)
-        step = compiled_step(decode_static, input_ids.device) if compile else decode_static
+        step = compiled_step(decode_static, input_ids.device, compile)
         decode = lambda token, mask, position: step(model, token, position, kv)
     else:
         if compile:

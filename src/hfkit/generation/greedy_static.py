@@ -89,7 +89,7 @@ def greedy_static(model, logits: torch.Tensor, kv: StaticCache, position: torch.
     position; stops after `new_tokens` or once every row has produced an EOS, finished rows padded with `pad`."""
     state = GreedyState.for_cache(kv, logits.shape[0], eos)
     state.start(logits, position, eos, pad)
-    step = compiled_step(greedy_step, logits.device) if compile else greedy_step
+    step = compiled_step(greedy_step, logits.device, compile)
     done = 1
     while done < new_tokens:
         if len(eos) and done % EOS_CHECK_EVERY == 0 and not bool(state.unfinished.any()):

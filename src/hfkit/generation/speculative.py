@@ -64,7 +64,7 @@ class DraftModel:
         if cache == "static":
             weight = next(model.parameters())
             self.cache = static_cache_for(model, 1, max_length, weight.dtype, weight.device, draft=True)
-            self.step = compiled_step(decode_static, weight.device) if compile else decode_static
+            self.step = compiled_step(decode_static, weight.device, compile)
         else:
             self.cache, self.step = KVCache(), None
 
@@ -160,8 +160,8 @@ def speculative_decode(model, input_ids: torch.Tensor, attention_mask: torch.Ten
     if cache == "static":
         kv = static_cache_for(model, 1, max_length + width, next(model.parameters()).dtype, input_ids.device)
         logits = prefill_static(model, input_ids, attention_mask, kv)[:, None]  # (1, 1, V): the next token's
-        check = compiled_step(verify_static, input_ids.device) if compile else verify_static
-        one = compiled_step(decode_static, input_ids.device) if compile else decode_static
+        check = compiled_step(verify_static, input_ids.device, compile)
+        one = compiled_step(decode_static, input_ids.device, compile)
 
         def forward(tokens, mask, positions):  # two fixed shapes, two graphs: 1 token (no candidates) or 1 + width
             kv.ready(tokens.shape[1])

@@ -171,10 +171,12 @@ _FORMS: dict = {}  # (step, options) → its compiled forms, fullgraph=True firs
 STEP_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True}
 
 
-def compiled_step(step, device: torch.device):
-    """`step(model, ...)` under torch.compile with CUDA graphs (STEP_OPTIONS) on CUDA; else, or if compiling fails
-    for that model, `step` itself after one warning. Tries fullgraph=True first, then allows graph breaks; the choice
-    is kept per model."""
+def compiled_step(step, device: torch.device, compile: bool = True):
+    """`step(model, ...)` under torch.compile with CUDA graphs (STEP_OPTIONS) on CUDA; `step` itself without
+    `compile`, and after one warning off CUDA or if compiling fails for that model. Tries fullgraph=True first, then
+    allows graph breaks; the choice is kept per model."""
+    if not compile:
+        return step
     if device.type != "cuda":
         warn_once("compile=True needs CUDA (CUDA graphs); decoding uncompiled.")
         return step
