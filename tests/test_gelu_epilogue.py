@@ -1,7 +1,7 @@
 """`linear` / `linear_gelu`: the bias and GELU inside the product for inference — cuBLASLt's epilogue for half
 precision on CUDA, oneDNN's fused linear for bfloat16 on the CPU —; the plain path everywhere else. `linear_residual`:
 the residual added inside the product (RESIDUAL_EPILOGUE, off by default); `nn.glu_gemm`, the GeGLU inside its
-input product (off by default; its kernel under the interpreter: tests/interpreted_kernels.py).
+input product (off by default; its kernel under the interpreter: tests/interpreted_encoder_kernels.py).
 
 The encoder's outputs with them are as close to a float32 run as the plain path's are: bfloat16 on the CPU, and on
 CUDA (skipped without it) bf16/fp16, under torch.compile too (cuBLASLt's tanh-form GELU differs from erf-GELU far

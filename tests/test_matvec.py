@@ -1,6 +1,7 @@
 """The decode kernels (`nn.matvec` for int8 and float weights, `nn.decode_attention`) compute the function they
-claim, and a decoder's step through them equals its torch path. On the CPU through Triton's interpreter (tests/interpreted_kernels.py, in a subprocess: the
-interpreter is chosen when Triton is imported); on CUDA compiled, in this process."""
+claim, and a decoder's step through them equals its torch path. On the CPU through Triton's interpreter
+(tests/interpreted_kernels.py, and the encoder kernels' tests/interpreted_encoder_kernels.py, each in a subprocess:
+the interpreter is chosen when Triton is imported); on CUDA compiled, in this process."""
 
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
-def test_kernels_and_decoders_under_the_interpreter():
+@pytest.mark.parametrize("module", ["tests.interpreted_kernels", "tests.interpreted_encoder_kernels"])
+def test_kernels_and_decoders_under_the_interpreter(module):
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    run = subprocess.run([sys.executable, "-W", "ignore", "-m", "tests.interpreted_kernels"], cwd=ROOT, env=env,
+    run = subprocess.run([sys.executable, "-W", "ignore", "-m", module], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "interpreted kernels: ok" in run.stdout

@@ -1,5 +1,5 @@
 """`nn.window_attention` (ModernBERT's sliding-window layers on packed tokens) computes what the padded path does.
-On the CPU through Triton's interpreter (tests/interpreted_kernels.py, run by test_matvec.py); on CUDA here."""
+On the CPU through Triton's interpreter (tests/interpreted_encoder_kernels.py, run by test_matvec.py); on CUDA here."""
 
 from __future__ import annotations
 

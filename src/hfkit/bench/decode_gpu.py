@@ -2,9 +2,9 @@
 prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, static +
 compiled with each kernel switch of CANDIDATES set against the default (the layers' norms and residual additions
 inside the matvec kernels, matvec.FUSED_NORMS, not yet on; the decode kernels as programmatic dependent launches,
-matvec.PDL, not yet on, alone, with the fused norms and with inductor's kernels as such too; the steps without their RoPE and cache writes
-inside the attention kernel, decode_attention.STEP_ON off), and static + compiled with int8 weights (opt-in,
-lossy), all in this one process on the same weights and prompt.
+matvec.PDL, not yet on, alone, with the fused norms and with inductor's kernels as such too; the steps without
+their RoPE and cache writes inside the attention kernel, decode_attention.STEP_ON off), and static + compiled with
+int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
 synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph

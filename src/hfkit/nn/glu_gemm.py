@@ -25,6 +25,7 @@ from torch import nn
 
 from . import matvec
 from .activations import gelu_new, gelu_tanh
+from .fused_linear import HALF, inference_only
 from .matvec import triton
 
 if triton is not None:  # (the CPU wheels of torch come without Triton)
@@ -39,10 +40,8 @@ LAUNCH = {"BLOCK_M": 128, "BLOCK_N": 64, "BLOCK_K": 64, "GROUP_M": 8, "num_warps
 
 def takes(x: torch.Tensor, layer: nn.Module, act: Callable) -> bool:
     """Whether glu_linear runs `layer` on x (…, K): see the module docstring."""
-    return (ENABLED and triton is not None and act in ACTIVATIONS and type(layer) is nn.Linear
-            and layer.out_features % 2 == 0 and layer.weight.dtype == x.dtype
-            and ((x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)) or matvec.INTERPRETED)
-            and not matvec.wants_grad(x, layer.weight))
+    return (ENABLED and triton is not None and act in ACTIVATIONS and inference_only(x, layer)
+            and layer.out_features % 2 == 0 and ((x.is_cuda and x.dtype in HALF) or matvec.INTERPRETED))
 
 
 if triton is not None:
