@@ -1,4 +1,4 @@
-"""The encoder kernels (nn.window_attention, nn.glu_gemm) run by Triton's interpreter on the CPU
+"""The encoder kernel (nn.window_attention) run by Triton's interpreter on the CPU
 (TRITON_INTERPRET=1, set by test_matvec.py, which runs this module in a subprocess: the variable must be set before
 Triton is imported).
 
@@ -11,11 +11,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from hfkit.nn import glu_gemm, matvec, window_attention
-from hfkit.nn.activations import gelu_tanh
+from hfkit.nn import matvec, window_attention
 from hfkit.nn.attention import PackedBatch, packed_attention
 from hfkit.nn.rope import apply_rope, rope_tables
 
@@ -71,50 +68,10 @@ def check_window_attention(tmp: Path) -> None:
     assert rotated == [False, True], rotated  # the one local layer through the kernel, RoPE before it, then inside
 
 
-def check_glu_gemm(tmp: Path) -> None:
-    """nn.glu_gemm against float64 (each activation, with a bias and without, ragged M, N and K); then a float32
-    ModernBERT (GeGLU, no biases) with it equals its forward without it, padded and unpadded (<= 1e-5)."""
-    gen = torch.Generator().manual_seed(7)
-    taken, takes = [], glu_gemm.takes
-    glu_gemm.ENABLED = True
-    try:
-        for (M, K, inner), act, biased in [((70, 40, 24), F.gelu, True), ((5, 64, 65), F.silu, False),
-                                           ((130, 72, 8), gelu_tanh, True)]:
-            layer = nn.Linear(K, 2 * inner, bias=biased)
-            x = torch.randn(M, K, generator=gen)
-            with torch.no_grad():
-                out = glu_gemm.glu_linear(x, layer, act)
-                first, second = F.linear(x.double(), layer.weight.double(),
-                                         None if layer.bias is None else layer.bias.double()).chunk(2, dim=-1)
-            truth = act(first) * second
-            assert out.shape == (M, inner) and (out.double() - truth).abs().max() <= 1e-5, (M, K, inner, act)
-        assert glu_gemm.glu_linear(x, layer, torch.tanh) is None  # an activation the kernel does not have
-        assert glu_gemm.glu_linear(x, layer, gelu_tanh) is None  # the weight wants a gradient
-        reference = tiny_reference("modernbert", "base")
-        reference.save_pretrained(tmp / "modernbert-glu")
-        model = HFKIT_AUTO["base"].from_pretrained(tmp / "modernbert-glu")
-        ids = torch.randint(3, 90, (3, 17), generator=gen)
-        mask = (torch.arange(17)[None, :] < torch.tensor([17, 6, 1])[:, None]).long()
-        glu_gemm.takes = lambda *args: taken.append(takes(*args)) or taken[-1]
-        with torch.no_grad():
-            for unpadded in (False, True):
-                glu_gemm.ENABLED = False
-                plain = model(ids, mask, unpadded=unpadded).last_hidden_state[mask.bool()]
-                glu_gemm.ENABLED = True
-                fused = model(ids, mask, unpadded=unpadded).last_hidden_state[mask.bool()]
-                assert (fused - plain).abs().max() <= 1e-5, (unpadded, (fused - plain).abs().max())
-        layers = model.config.num_hidden_layers
-        assert taken == ([False] * layers + [True] * layers) * 2, taken  # each layer's GLU, then through the kernel
-    finally:
-        glu_gemm.ENABLED, glu_gemm.takes = False, takes
-
-
 if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
     assert window_attention.ENABLED  # on by default (measured on an H100)
     assert not window_attention.ROTATES  # off until measured on a GPU
-    assert not glu_gemm.ENABLED  # likewise
     with tempfile.TemporaryDirectory() as tmp:
         check_window_attention(Path(tmp))
-        check_glu_gemm(Path(tmp))
     print("interpreted kernels: ok")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 import torch
 import torch.nn.functional as F
@@ -128,13 +129,11 @@ def check_dependent_launch() -> None:
     targets = []
     backend = lambda graph, inputs: targets.extend(str(node.target) for node in graph.graph.nodes) or graph
     with torch.no_grad():
-        plain = products(x)
-        matvec.PDL = True
-        try:
+        with mock.patch.object(matvec, "PDL", False):
+            plain = products(x)
+        with mock.patch.object(matvec, "PDL", True):
             eager = products(x)
             compiled = torch.compile(products, backend=backend, fullgraph=True)(x)
-        finally:
-            matvec.PDL = False
     for got in (eager, compiled):
         assert all(torch.equal(a, b) for a, b in zip(got, plain, strict=True))
     assert targets.count("hfkit.dependent_products.default") == 3, targets
@@ -246,16 +245,16 @@ def check_decoders(tmp: Path) -> None:
     gpu_config, launch = matvec.config_for, matvec._launch
     matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}
     try:
-        for family in ("llama", "gemma", "qwen2"):
-            _, model = build(tmp / family, family)
-            step_matches_torch_path(quantize_weights_int8(model), f"int8 {family}", left_padded=False)
-        for family in ("llama", "gemma", "qwen2", "phi3"):
-            _, model = build(tmp / f"float-{family}", family)
-            step_matches_torch_path(model, family, left_padded=True)
-        matvec.FUSED_NORMS = True  # the layers' RMSNorms and residual additions inside the kernels
+        with mock.patch.object(matvec, "FUSED_NORMS", False):  # the norms apart, as on GPUs before sm_90
+            for family in ("llama", "gemma", "qwen2"):
+                _, model = build(tmp / family, family)
+                step_matches_torch_path(quantize_weights_int8(model), f"int8 {family}", left_padded=False)
+            for family in ("llama", "gemma", "qwen2", "phi3"):
+                _, model = build(tmp / f"float-{family}", family)
+                step_matches_torch_path(model, family, left_padded=True)
         launches, layers = [], 0  # (norm, residual) of each launch; the layers stepped
         matvec._launch = lambda *args: launches.append((*args[6:], None, None)[:2]) or launch(*args)
-        for family in ("llama", "qwen2"):
+        for family in ("llama", "qwen2"):  # the layers' RMSNorms inside the kernels (FUSED_NORMS, on)
             _, model = build(tmp / f"float-{family}", family)
             step_matches_torch_path(model, f"{family}, fused norms", left_padded=True)
             layers += model.config.num_hidden_layers
@@ -263,7 +262,6 @@ def check_decoders(tmp: Path) -> None:
         assert norms == residuals == 2 * layers, (norms, residuals, layers)  # q | k | v and gate | up; o and down
     finally:
         matvec.config_for, matvec._launch = gpu_config, launch
-        matvec.FUSED_NORMS = False
 
 
 def check_static_decode_steps(tmp: Path) -> None:
@@ -302,9 +300,8 @@ def check_static_decode_steps(tmp: Path) -> None:
 if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
     assert decode_attention.ENABLED  # on by default (measured on an H100)
-    assert not matvec.FUSED_NORMS  # off until measured on a GPU
     assert decode_attention.STEP_ON  # on by default (measured on an H100)
-    assert not matvec.PDL  # off until measured on a GPU
+    assert matvec.PDL and matvec.FUSED_NORMS  # on by default, together (measured on an H200)
     check_kernels()
     check_float_kernels()
     check_norm_and_residual()

@@ -1,7 +1,6 @@
 """`linear` / `linear_gelu`: the bias and GELU inside the product for inference — cuBLASLt's epilogue for half
 precision on CUDA, oneDNN's fused linear for bfloat16 on the CPU —; the plain path everywhere else. `linear_residual`:
-the residual added inside the product (RESIDUAL_EPILOGUE, off by default); `nn.glu_gemm`, the GeGLU inside its
-input product (off by default; its kernel under the interpreter: tests/interpreted_encoder_kernels.py).
+the residual added inside the product (RESIDUAL_EPILOGUE, off by default).
 
 The encoder's outputs with them are as close to a float32 run as the plain path's are: bfloat16 on the CPU, and on
 CUDA (skipped without it) bf16/fp16, under torch.compile too (cuBLASLt's tanh-form GELU differs from erf-GELU far
@@ -14,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hfkit.nn import fused_linear, glu_gemm
+from hfkit.nn import fused_linear
 from hfkit.nn.activations import gelu_new
 from hfkit.nn.fused_linear import addmm_residual, linear, linear_gelu, linear_residual
 
@@ -107,18 +106,16 @@ def test_not_taken_where_autograd_needs_the_plain_graph():
         assert linear_gelu(x, nn.Linear(8, 16, bias=False, device="cuda", dtype=torch.bfloat16), F.gelu) is None
 
 
-GELU, RESIDUAL, GLU = (fused_linear, "GELU_EPILOGUE"), (fused_linear, "RESIDUAL_EPILOGUE"), (glu_gemm, "ENABLED")
+GELU, RESIDUAL = (fused_linear, "GELU_EPILOGUE"), (fused_linear, "RESIDUAL_EPILOGUE")
 
 
 @cuda
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("model_type, switch", [("bert", GELU), ("albert", GELU),  # erf-GELU, gelu_new
-                                                ("bert", RESIDUAL), ("modernbert", RESIDUAL),  # post-, pre-norm
-                                                ("modernbert", GLU)])  # GeGLU
+                                                ("bert", RESIDUAL), ("modernbert", RESIDUAL)])  # post-, pre-norm
 def test_epilogue_is_as_close_to_float32_as_the_plain_path(tmp_path, monkeypatch, dtype, model_type, switch):
     """Each switch on against it off, eager and under compile_layers(): GELU_EPILOGUE (on by default),
-    RESIDUAL_EPILOGUE (the residual sums inside the GEMMs) and glu_gemm.ENABLED (the GeGLU inside its GEMM), both
-    off by default."""
+    RESIDUAL_EPILOGUE (the residual sums inside the GEMMs), off by default."""
     tiny_reference(model_type, "base").save_pretrained(tmp_path)
     truth_model = HFKIT_AUTO["base"].from_pretrained(tmp_path, device="cuda")
     model = HFKIT_AUTO["base"].from_pretrained(tmp_path, device="cuda", dtype=dtype)

@@ -26,7 +26,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from hfkit.nn import decode_attention, glu_gemm, matvec, window_attention
+from hfkit.nn import decode_attention, matvec, window_attention
 
 PTXAS = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
 FLOATS = {"scale_log2", "eps"}  # the float scalars among the kernels' arguments
@@ -99,20 +99,11 @@ def matvec_cases():
                 config["num_warps"], {"ROWS"}, {}
 
 
-def glu_gemm_cases():
-    """glu_gemm at ModernBERT-base's feed-forward input (K = 768, erf-GELU, no bias), bf16, the shipped launch."""
-    pointers = {n: "*bf16" for n in ("x_ptr", "w_ptr", "b_ptr", "y_ptr")}
-    launch = {k: v for k, v in glu_gemm.LAUNCH.items() if k.isupper()}
-    constexprs = {"K": 768, "HAS_BIAS": False, "ACT": glu_gemm.ERF_GELU, "IEEE": False, **launch}
-    yield "glu_gemm bf16 erf-GELU", glu_gemm._glu_gemm_kernel, pointers, constexprs, glu_gemm.LAUNCH["num_warps"], \
-        {"M", "N"}, {"num_stages": glu_gemm.LAUNCH["num_stages"]}
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--unaligned", action="store_true", help="no divisibility-by-16 specialisation")
     args = parser.parse_args()
-    for cases in (decode_cases, window_cases, matvec_cases, glu_gemm_cases):
+    for cases in (decode_cases, window_cases, matvec_cases):
         for label, kernel, pointers, constexprs, warps, unaligned, options in cases():
             registers = report(kernel, pointers, constexprs, warps, unaligned, not args.unaligned, options)
             print(f"{label} ({warps} warps): {registers}")

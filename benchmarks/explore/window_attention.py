@@ -8,8 +8,8 @@ kernel (RoPE inside) at every launch shape of SWEEP, and the kernel after apply_
 (b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts as one
 batch: the kernel with RoPE inside (`window_attention.ROTATES`), the kernel after apply_rope (shipped), each also
 at the other's pipeline stages (`window_attention.STAGES`), varlen_attn windows, and the shipped pass with the
-residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`), with the GeGLU inside its input GEMM
-(`glu_gemm.ENABLED`), and with both; in the same process (CUDA events, medians, round-robin).
+residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`); in the same process (CUDA events, medians,
+round-robin).
 
     PYTHONPATH=src python benchmarks/explore/window_attention.py [--repeats 7] [--sweep]
 """
@@ -34,7 +34,7 @@ from hfkit.bench.encode_gpu import (
     time_pass,
 )
 from hfkit.bench.timing import cuda_median_ms
-from hfkit.nn import fused_linear, glu_gemm, window_attention
+from hfkit.nn import fused_linear, window_attention
 from hfkit.nn.attention import PackedBatch
 from hfkit.nn.rope import apply_rope, rope_tables
 
@@ -103,14 +103,12 @@ def whole_passes(repeats: int) -> None:
         return run
 
     shipped = dict(window_attention.STAGES)
-    RESIDUAL, GLU = (fused_linear, "RESIDUAL_EPILOGUE", True), (glu_gemm, "ENABLED", True)
+    RESIDUAL = (fused_linear, "RESIDUAL_EPILOGUE", True)
     variants = {"kernel, RoPE inside": forward(True, True), "kernel, RoPE inside, 3 stages": forward(True, True, 3),
                 "kernel after apply_rope": forward(True, False),
                 "kernel after apply_rope, 1 stage": forward(True, False, 1),
                 "varlen_attn windows": forward(False, False),
-                "kernel after apply_rope, residual epilogue": forward(True, False, flags=(RESIDUAL,)),
-                "kernel after apply_rope, GeGLU GEMM": forward(True, False, flags=(GLU,)),
-                "kernel after apply_rope, both": forward(True, False, flags=(RESIDUAL, GLU))}
+                "kernel after apply_rope, residual epilogue": forward(True, False, flags=(RESIDUAL,))}
     with torch.inference_mode():
         batch = batches[0]
         keep = batch["attention_mask"].bool()

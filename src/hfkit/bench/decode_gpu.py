@@ -1,10 +1,10 @@
 """Greedy decode throughput on one CUDA GPU: a Llama-3.2-1B-shaped model (random init, bf16), batch 1, 128-token
 prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, static +
-compiled with each kernel switch of CANDIDATES set against the default (the layers' norms and residual additions
-inside the matvec kernels, matvec.FUSED_NORMS, not yet on; the decode kernels as programmatic dependent launches,
-matvec.PDL, not yet on, alone, with the fused norms and with inductor's kernels as such too; the steps without
-their RoPE and cache writes inside the attention kernel, decode_attention.STEP_ON off), and static + compiled with
-int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
+compiled with each kernel switch of CANDIDATES set against the default (the decode kernels as plain launches, the
+layers' norms apart: matvec.PDL off; dependent launches with the norms apart: matvec.FUSED_NORMS off; inductor's
+kernels as dependent launches too; the steps without their RoPE and cache writes inside the attention kernel,
+decode_attention.STEP_ON off), and static + compiled with int8 weights (opt-in, lossy), all in this one process on
+the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
 synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph
@@ -58,14 +58,10 @@ def timed(fn) -> tuple[float, torch.Tensor]:  # seconds, output
 
 
 CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): the A/B of kernels against the default
-    "fused norms (matvec.FUSED_NORMS)": ((matvec, "FUSED_NORMS", True),),
-    "dependent launches (matvec.PDL)": ((matvec, "PDL", True),),
-    # with the norms inside the products, a layer's five kernels are all hfkit's: each can start on its weights early
-    "fused norms + dependent launches (matvec.FUSED_NORMS, matvec.PDL)": ((matvec, "FUSED_NORMS", True),
-                                                                         (matvec, "PDL", True)),
-    "dependent launches, inductor's too (matvec.PDL, triton.enable_pdl)": (
-        (matvec, "PDL", True),
-        (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True})),
+    "plain launches, norms apart (matvec.PDL off)": ((matvec, "PDL", False),),  # (norms inside only with PDL)
+    "dependent launches, norms apart (matvec.FUSED_NORMS off)": ((matvec, "FUSED_NORMS", False),),
+    "inductor's kernels as dependent launches too (triton.enable_pdl)": (
+        (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True}),),
     "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),
 }
 

@@ -166,8 +166,8 @@ _CHOSEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FORMS: dict = {}  # (step, options) → its compiled forms, fullgraph=True first, then with graph breaks (all models)
 # mode="reduce-overhead" (CUDA graphs) plus gpt-fast's coordinate-descent tuning of the generated kernels: on the H100
 # a Llama-1B-shaped bf16 step went from 1.66 to 1.36 ms (benchmarks/explore/decode_step.py). Tried and left off:
-# combo kernels (int8 step 1.204 → 1.150 ms but bf16 1.325 → 1.364 ms), programmatic dependent launch (int8 1.294 ms;
-# with nn.matvec's kernels as dependent launches too, within noise: matvec.PDL)
+# combo kernels (int8 step 1.204 → 1.150 ms but bf16 1.325 → 1.364 ms), programmatic dependent launch of inductor's
+# kernels (int8 1.294 ms; with nn.matvec's kernels as dependent launches, matvec.PDL, within noise)
 STEP_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True}
 
 

@@ -35,7 +35,6 @@ from ..nn.attention import (
 from ..nn.compiled import Compiled
 from ..nn.embeddings import TokenEmbeddings
 from ..nn.fused_linear import GELU_FORMS, linear, linear_gelu, linear_residual
-from ..nn.glu_gemm import glu_linear
 from ..nn.mlp import MLPKind
 from ..nn.rope import rotary_tables
 from .base import PreTrainedModel, place
@@ -115,12 +114,9 @@ class EncoderLayer(nn.Module):
         return summed if self.pre_norm else self.ffn_norm(summed)
 
     def ffn_inner(self, h: torch.Tensor) -> torch.Tensor:
-        """act(ffn_in(h)), or for a GLU act(first half) · second half: the activation inside the product where a
-        kernel takes it (linear_gelu; nn.glu_gemm for the GLU), else after it."""
-        if self.gelu_epilogue:
-            inner = linear_gelu(h, self.ffn_in, self.act)
-        else:
-            inner = glu_linear(h, self.ffn_in, self.act) if self.mlp_kind is MLPKind.GLU else None
+        """act(ffn_in(h)), or for a GLU act(first half) · second half: GELU inside the product where a kernel
+        takes it (linear_gelu), else after it."""
+        inner = linear_gelu(h, self.ffn_in, self.act) if self.gelu_epilogue else None
         return inner if inner is not None else self.mlp_kind.inner(linear(h, self.ffn_in), self.act)
 
 

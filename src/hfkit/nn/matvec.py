@@ -46,11 +46,15 @@ from .activations import gelu_new, gelu_tanh
 
 MAX_ROWS = 4  # more rows of x: a matrix product, which the GEMM libraries do better
 ENABLED = True  # False: always the torch path (A/B measurements)
-FUSED_NORMS = False  # decoders pass their RMSNorm and residual to the kernels; on once measured faster on a GPU
 INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's interpreter: the kernels on CPU tensors (tests)
-# Programmatic dependent launch inside compiled code (module docstring). Off: three A/Bs on H100s put the compiled
-# Llama-3.2-1B step within noise of the plain launches (858 vs 844, 845 vs 859 tok/s; RESULTS.md, twentieth session)
-PDL = False
+# PDL: programmatic dependent launch inside compiled code (module docstring). FUSED_NORMS: decoders pass their
+# RMSNorms to the kernels, on CUDA only where these launch dependently (`norms_inside`). Apart, each was
+# slower or within noise: the norms inside 956 vs 989 tok/s (H200), 800 vs 822 (H100); PDL 858 vs 844 and 845 vs 859
+# (H100). Together every kernel of a layer is one of these, and each starts on its weights while the one before it
+# finishes: the compiled Llama-3.2-1B step 1046 vs 989 tok/s, one process on an H200 (RESULTS.md, twenty-first
+# session). False: plain launches, the norms apart (A/B measurements).
+PDL = True
+FUSED_NORMS = True
 
 # A CPU build of torch runs the kernels only under the interpreter: elsewhere Triton is not imported (where it is
 # installed, its import was ~0.2 s of a 0.45 s CPU model load).
@@ -90,12 +94,22 @@ def takes(x: torch.Tensor, layers: Sequence[nn.Module], norm: tuple[torch.Tensor
                                   and not wants_grad(norm[0]))))
 
 
+def hopper_or_later(device: torch.device) -> bool:
+    """A GPU of compute capability 9.0 or later: one that has programmatic dependent launch. (Device properties,
+    not capability: torch.compile folds them into a constant.)"""
+    return device.type == "cuda" and torch.cuda.get_device_properties(device).major >= 9
+
+
 def dependent_launch(pdl: bool, device: torch.device) -> dict:
     """The launch options of a kernel built with PDL=`pdl`: programmatic dependent launch where the GPU has it
     (sm_90+); none elsewhere (the kernel's wait is then skipped: PDL is also its constexpr)."""
-    if pdl and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9:
-        return {"launch_pdl": True, "PDL": True}
-    return {"PDL": False}
+    return {"launch_pdl": True, "PDL": True} if pdl and hopper_or_later(device) else {"PDL": False}
+
+
+def norms_inside(x: torch.Tensor) -> bool:
+    """Whether a decoder passes its RMSNorm with x to the kernels: FUSED_NORMS, on CUDA where the
+    kernels launch dependently (PDL, sm_90+), and under the interpreter (the tests)."""
+    return FUSED_NORMS and (INTERPRETED or (PDL and hopper_or_later(x.device)))
 
 
 def config_for(n: int, k: int, glu: bool = False) -> dict:

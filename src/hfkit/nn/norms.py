@@ -49,10 +49,10 @@ Product = Callable[[torch.Tensor, "tuple[torch.Tensor, float] | None"], "torch.T
 
 def normed_product(x: torch.Tensor, norm: nn.Module | None, product: Product):
     """`product` (a matvec kernel function of its input and a `norm=(g, eps)` prologue) of norm(x): the norm
-    computed inside the kernel where `norm` is an RMSNorm, matvec.FUSED_NORMS is on and the kernel takes the
+    computed inside the kernel where `norm` is an RMSNorm, matvec.norms_inside(x) and the kernel takes the
     inputs; else norm(x) first (x itself without `norm`). Returns the product's input as the torch path needs it
     (x, or norm(x)) and its result, None where no kernel took it."""
-    if matvec.FUSED_NORMS and type(norm) is RMSNorm:
+    if type(norm) is RMSNorm and matvec.norms_inside(x):
         y = product(x, (norm.weight, norm.eps))
         if y is not None:
             return x, y
