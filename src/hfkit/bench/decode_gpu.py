@@ -125,8 +125,11 @@ def main(argv: list[str] | None = None):
         **{f"hfkit, static cache + compile + {label}": candidate(flags) for label, flags in CANDIDATES.items()},
         "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
-    if args.only:
-        variants = {k: v for k, v in variants.items() if any(s in k for s in args.only.split("|"))}
+    if args.only:  # plain parts, not a regular expression: each must name a variant
+        parts = args.only.split("|")
+        if missing := [part for part in parts if not any(part in name for name in variants)]:
+            raise SystemExit(f"--only: no variant contains {missing}; the variants: {list(variants)}")
+        variants = {k: v for k, v in variants.items() if any(part in k for part in parts)}
     from torch._dynamo.utils import counters
 
     outputs, notes = {}, {}
