@@ -164,7 +164,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: to
     """q (B, nh, 1, D), k and v (B, nkv, S, D), mask None or bool (B | 1, 1, 1, S), True = attend → (B, nh, 1, D).
     splits: how many parts of the cache run side by side (None: enough for ~128 programs). Only where `applies`."""
     splits = default_splits(q, k) if splits is None else splits
-    return merge(q, *decode_attention_splits(q, k, v, mask, scale_for(q, scale), splits, matvec.PDL and q.is_cuda))
+    pdl = matvec.launches_dependently(q)
+    return merge(q, *decode_attention_splits(q, k, v, mask, scale_for(q, scale), splits, pdl))
 
 
 def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
@@ -177,7 +178,7 @@ def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
     where `takes_step`."""
     splits = default_splits(q, keys) if splits is None else splits
     return decode_step_op(q, k, v, cos, sin, keys, values, slot, counts, mask, scale_for(q, scale), splits,
-                          matvec.PDL and q.is_cuda)
+                          matvec.launches_dependently(q))
 
 
 def takes_step(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, keys: torch.Tensor,

@@ -60,6 +60,11 @@ def on_cpu_bfloat16(x: torch.Tensor, linear: nn.Module) -> bool:
             and not torch.compiler.is_compiling() and onednn_linear_works())
 
 
+def on_cuda_half(x: torch.Tensor, linear: nn.Module) -> bool:
+    """float16/bfloat16 CUDA activations and a plain nn.Linear of their dtype, no gradient wanted."""
+    return x.is_cuda and x.dtype in HALF and inference_only(x, linear)
+
+
 def linear(x: torch.Tensor, module: nn.Module) -> torch.Tensor:  # (..., in) → (..., out)
     """module(x); for a bfloat16 nn.Linear on the CPU, through oneDNN with the bias inside the product."""
     if on_cpu_bfloat16(x, module):
@@ -72,7 +77,7 @@ def linear_gelu(x: torch.Tensor, module: nn.Module, act) -> torch.Tensor | None:
     (cuBLASLt, tanh form), CPU bfloat16 (oneDNN, `act`'s own form); None elsewhere, for the caller's plain path."""
     if on_cpu_bfloat16(x, module):
         return torch.ops.mkldnn._linear_pointwise(x, module.weight, module.bias, "gelu", [], GELU_FORMS[act])
-    if not (GELU_EPILOGUE and x.is_cuda and x.dtype in HALF and module.bias is not None and inference_only(x, module)):
+    if not (GELU_EPILOGUE and module.bias is not None and on_cuda_half(x, module)):
         return None
     flat = x.reshape(-1, x.shape[-1])  # (M, in)
     out = torch._addmm_activation(module.bias, flat, module.weight.t(), use_gelu=True)  # (M, out)
@@ -83,7 +88,7 @@ def linear_residual(x: torch.Tensor, module: nn.Module, residual: torch.Tensor, 
     """residual + dropout(module(x)), (..., out). Where RESIDUAL_EPILOGUE applies (CUDA float16/bfloat16, a plain
     nn.Linear, no gradient, no active dropout), one GEMM adds the residual and the bias after it (addmm_residual);
     else the plain path's sum."""
-    if (RESIDUAL_EPILOGUE and x.is_cuda and x.dtype in HALF and residual.dtype == x.dtype and inference_only(x, module)
+    if (RESIDUAL_EPILOGUE and residual.dtype == x.dtype and on_cuda_half(x, module)
             and not (dropout.training and getattr(dropout, "p", 0.0))):
         return addmm_residual(x, module, residual)
     return residual + dropout(linear(x, module))

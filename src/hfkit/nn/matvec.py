@@ -106,6 +106,12 @@ def dependent_launch(pdl: bool, device: torch.device) -> dict:
     return {"launch_pdl": True, "PDL": True} if pdl and hopper_or_later(device) else {"PDL": False}
 
 
+def launches_dependently(x: torch.Tensor) -> bool:
+    """Whether the decode kernels on x launch through their dependent-launch ops: PDL, inside compiled code, on CUDA
+    (the launch attribute itself only on sm_90+: dependent_launch) or under the interpreter (the tests)."""
+    return PDL and (x.is_cuda or INTERPRETED) and torch.compiler.is_compiling()
+
+
 def norms_inside(x: torch.Tensor) -> bool:
     """Whether a decoder passes its RMSNorm with x to the kernels: FUSED_NORMS, on CUDA where the
     kernels launch dependently (PDL, sm_90+), and under the interpreter (the tests)."""
@@ -229,8 +235,7 @@ def _launch(x: torch.Tensor, weights: Sequence[torch.Tensor], scales: Sequence[t
     args = (x.reshape(-1, k), list(weights), list(scales or []), list(biases or []), gain, eps,
             None if residual is None else residual.reshape(-1, n), act, config["BLOCK_N"], config["BLOCK_K"],
             config["num_warps"])
-    dependent = PDL and (x.is_cuda or INTERPRETED) and torch.compiler.is_compiling()
-    y = dependent_products(*args) if dependent else _products(*args)  # (M, N)
+    y = dependent_products(*args) if launches_dependently(x) else _products(*args)  # (M, N)
     return y.view(*x.shape[:-1], n)
 
 

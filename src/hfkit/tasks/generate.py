@@ -26,13 +26,6 @@ def left_padded(ids: list[list[int]], pad_id: int, device: torch.device) -> tupl
     return input_ids.to(device), mask.to(device)
 
 
-def _prompt_lookup(model: Any, sampling: dict) -> int | None:
-    """The call's prompt_lookup_num_tokens, else its generation_config's, else the model's generation_config.json's."""
-    if "prompt_lookup_num_tokens" in sampling:
-        return sampling["prompt_lookup_num_tokens"]
-    return (sampling.get("generation_config") or GenerationConfig.for_model(model)).prompt_lookup_num_tokens
-
-
 def generate_text(model: Any, tokenizer: Any, prompts: str | Sequence[str], max_new_tokens: int | None = None,
                   skip_special_tokens: bool = True, stream: bool = False, **sampling: Any) -> str | list[str] | Iterator[str]:
     """Continue each prompt; `sampling` takes generate_tokens' options (generation_config.json field names:
@@ -41,8 +34,13 @@ def generate_text(model: Any, tokenizer: Any, prompts: str | Sequence[str], max_
     A single prompt gives a str, a list gives a list (num_return_sequences > 1: each prompt's texts in turn);
     `stream=True` (one prompt) gives an iterator of text pieces that join to the same continuation."""
     prompts, single = as_list(prompts, "prompts")
-    if len(prompts) > 1 and not stream and speculates(sampling.get("assistant_model"), _prompt_lookup(model, sampling)):
-        return [generate_text(model, tokenizer, p, max_new_tokens, skip_special_tokens, **sampling) for p in prompts]
+    if len(prompts) > 1 and not stream:  # speculative decoding (the call's, or a generation_config's): one at a time
+        gc = sampling.get("generation_config") or GenerationConfig.for_model(model)
+        sampling = dict(sampling, generation_config=gc)  # generation_config.json read once, here
+        if speculates(sampling.get("assistant_model"), sampling.get("prompt_lookup_num_tokens",
+                                                                    gc.prompt_lookup_num_tokens)):
+            return [generate_text(model, tokenizer, p, max_new_tokens, skip_special_tokens, **sampling)
+                    for p in prompts]
     ids = tokenizer(prompts, padding=False, return_tensors=None)["input_ids"]
     if any(not row for row in ids):
         raise TaskInputError("An empty prompt has no tokens to continue; give at least one token of text.")
