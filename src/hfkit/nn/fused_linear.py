@@ -77,7 +77,7 @@ def linear_gelu(x: torch.Tensor, module: nn.Module, act) -> torch.Tensor | None:
     (cuBLASLt, tanh form), CPU bfloat16 (oneDNN, `act`'s own form); None elsewhere, for the caller's plain path."""
     if on_cpu_bfloat16(x, module):
         return torch.ops.mkldnn._linear_pointwise(x, module.weight, module.bias, "gelu", [], GELU_FORMS[act])
-    if not (GELU_EPILOGUE and module.bias is not None and on_cuda_half(x, module)):
+    if not (GELU_EPILOGUE and on_cuda_half(x, module) and module.bias is not None):  # (a plain Linear first)
         return None
     flat = x.reshape(-1, x.shape[-1])  # (M, in)
     out = torch._addmm_activation(module.bias, flat, module.weight.t(), use_gelu=True)  # (M, out)
