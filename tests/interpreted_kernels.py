@@ -90,16 +90,17 @@ def check_float_kernels() -> None:
 
 def check_norm_and_residual() -> None:
     """The RMSNorm prologue and the residual epilogue: `linears` (q | k | v, biases) and `glu_linear` of
-    x / rms(x) · g, plus r, against float64 (float32 layers) or against the torch path's own roundings (bf16)."""
+    x / rms(x) · g, plus r, against float64 (float32 layers) or against the torch path's own roundings (bf16);
+    rows of 96 (one K tile: x read once) and, float32, of 1100 (two tiles for gate | up: a pass for the rms first)."""
     gen = torch.Generator().manual_seed(5)
     torch.manual_seed(5)
-    for dtype in (torch.float32, torch.bfloat16):
-        norm = RMSNorm(96, 1e-5).to(dtype)
-        layers = [nn.Linear(96, n).to(dtype) for n in (16, 8, 8)]
-        gate, up = nn.Linear(96, 40).to(dtype), nn.Linear(96, 40).to(dtype)
+    for width, dtype in [(96, torch.float32), (1100, torch.float32), (96, torch.bfloat16)]:
+        norm = RMSNorm(width, 1e-5).to(dtype)
+        layers = [nn.Linear(width, n).to(dtype) for n in (16, 8, 8)]
+        gate, up = nn.Linear(width, 40).to(dtype), nn.Linear(width, 40).to(dtype)
         with torch.no_grad():
-            norm.weight.copy_(torch.rand(96, generator=gen) + 0.5)
-            x = (3 * torch.randn(3, 1, 96, generator=gen)).to(dtype)
+            norm.weight.copy_(torch.rand(width, generator=gen) + 0.5)
+            x = (3 * torch.randn(3, 1, width, generator=gen)).to(dtype)
             r = torch.randn(3, 1, 32, generator=gen).to(dtype)
             out = matvec.linears(x, layers, (norm.weight, norm.eps), residual=r)
             glu = matvec.glu_linear(x, gate, up, F.silu, (norm.weight, norm.eps))
@@ -113,7 +114,7 @@ def check_norm_and_residual() -> None:
         bound = 1e-6 if exact else 3 * torch.finfo(dtype).eps
         for y, truth in ((out, ref), (glu, ref_glu)):
             error = ((y.double() - truth).norm() / truth.norm()).item()
-            assert y.dtype == dtype and y.shape == truth.shape and error < bound, (dtype, error)
+            assert y.dtype == dtype and y.shape == truth.shape and error < bound, (width, dtype, error)
     with torch.no_grad():
         assert matvec.linears(x, layers, (norm.weight.float(), norm.eps)) is None  # a gain of another dtype
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import itertools
 import os
 import subprocess
 import tempfile
@@ -84,13 +85,14 @@ def window_cases():
 
 def matvec_cases():
     """matvec at Llama-3.2-1B's products (bf16): q | k | v and gate | up (SiLU) with the norm prologue or without,
-    o with the residual addition or without; each plain one also as a dependent launch (PDL)."""
+    o with the residual addition or without; each also as a dependent launch (PDL), as compiled steps on sm_90+
+    launch them (there with the norms and residuals inside)."""
     pointers = {n: "*bf16" for n in ("x_ptr", "y_ptr", "w0", "w1", "w2", "s0", "s1", "s2", "b0", "b1", "b2", "g_ptr",
                                      "r_ptr")}
     for label, n, glu, segments, fused in (("q|k|v", 3072, False, 3, "NORM"), ("gate|up SiLU", 8192, True, 2, "NORM"),
                                            ("o", 2048, False, 1, "RESIDUAL")):
         config = matvec.config_for(n, 2048, glu=glu)
-        for on, pdl in ((False, False), (True, False), (False, True)):
+        for on, pdl in itertools.product((False, True), (False, True)):
             constexprs = {"K": 2048, "SEGMENTS": segments, "HAS_SCALE": False, "HAS_BIAS": False, "ACT": int(glu),
                           "NORM": on and fused == "NORM", "RESIDUAL": on and fused == "RESIDUAL", "PDL": pdl,
                           "BLOCK_N": config["BLOCK_N"], "BLOCK_K": config["BLOCK_K"]}
