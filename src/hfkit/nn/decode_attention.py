@@ -65,25 +65,20 @@ if triton is not None:
         count_ptr, writes the output (B, nh, D) and sets its count back to 0. PDL: launched as a programmatic
         dependent launch (nn.matvec)."""
         HALF: tl.constexpr = D // 2
+        if PDL:
+            tl.extra.cuda.gdc_wait()  # q, k and v are the kernel before's
+            tl.extra.cuda.gdc_launch_dependents()  # the next kernel's programs may start and load their weights
         pid, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, h = pid // NKV, pid % NKV
         offs_g = tl.arange(0, BLOCK_G)  # (BLOCK_G,) query heads of the group (padded to 16 for tl.dot)
         offs_h = tl.arange(0, BLOCK_HALF)  # (BLOCK_HALF,) features of a half
         offs_d = tl.arange(0, 2 * BLOCK_HALF)  # (2·BLOCK_HALF,) features of v
         g_ok, h_ok, d_ok = offs_g < G, offs_h < HALF, offs_d < D
-        start = split * chunk  # this split's keys: [start, end)
-        end = tl.minimum(start + chunk, S)
-        keys, values = k_ptr + b * sk_b + h * sk_h, v_ptr + b * sv_b + h * sv_h  # this head's cache
-        if STEP:  # the split's first block before the wait: earlier steps wrote it (this one's slot is replaced below)
-            k1, k2, v = _cache_block(keys, values, start, end, sk_s, sv_s, offs_h, h_ok, offs_d, d_ok, HALF, BLOCK_S)
-        if PDL:
-            tl.extra.cuda.gdc_wait()  # q, k and v are the kernel before's
-            tl.extra.cuda.gdc_launch_dependents()  # the next kernel's programs may start and load their weights
-        if not STEP:
-            k1, k2, v = _cache_block(keys, values, start, end, sk_s, sv_s, offs_h, h_ok, offs_d, d_ok, HALF, BLOCK_S)
         q_at = q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_h[None, :]  # (BLOCK_G, BLOCK_HALF)
         q1 = tl.load(q_at, mask=g_ok[:, None] & h_ok[None, :], other=0.0)
         q2 = tl.load(q_at + HALF, mask=g_ok[:, None] & h_ok[None, :], other=0.0)
+        start = split * chunk  # this split's keys: [start, end)
+        end = tl.minimum(start + chunk, S)
         slot = -1
         if STEP:
             cos_b, sin_b = cos_ptr + b * D, sin_ptr + b * D  # this sequence's angles
@@ -94,10 +89,10 @@ if triton is not None:
             vn = tl.load(vn_ptr + b * svn_b + h * svn_h + offs_d, mask=d_ok, other=0.0)  # (2·BLOCK_HALF,)
             slot = tl.load(slot_ptr)
             if (slot >= start) & (slot < end):  # the split that holds the slot writes it
-                k_slot = keys + slot * sk_s + offs_h
+                k_slot = k_ptr + b * sk_b + h * sk_h + slot * sk_s + offs_h
                 tl.store(k_slot, kn1, mask=h_ok)
                 tl.store(k_slot + HALF, kn2, mask=h_ok)
-                tl.store(values + slot * sv_s + offs_d, vn, mask=d_ok)
+                tl.store(v_ptr + b * sv_b + h * sv_h + slot * sv_s + offs_d, vn, mask=d_ok)
         if UPCAST:
             q1, q2 = q1.to(tl.float32), q2.to(tl.float32)
         top = tl.full((BLOCK_G,), -1e30, tl.float32)  # running max in log2 units (finite: a masked block stays 0)
@@ -109,19 +104,21 @@ if triton is not None:
             keep = offs_s < end
             if HAS_MASK:
                 keep &= tl.load(mask_ptr + b * sm_b + offs_s, mask=keep, other=0) != 0
-            block_k1, block_k2 = k1, k2
-            block_v = tl.where(keep[:, None], v, 0.0)  # masked keys' values: zeros, whatever the cache holds
+            k_at = k_ptr + b * sk_b + h * sk_h + offs_s[:, None] * sk_s + offs_h[None, :]  # (BLOCK_S, BLOCK_HALF)
+            k1 = tl.load(k_at, mask=keep[:, None] & h_ok[None, :], other=0.0)
+            k2 = tl.load(k_at + HALF, mask=keep[:, None] & h_ok[None, :], other=0.0)
+            v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_s[:, None] * sv_s + offs_d[None, :],
+                        mask=keep[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_S, 2·BLOCK_HALF)
             if STEP:  # the slot's key and value as just written (its old contents were read)
                 fresh = (offs_s == slot)[:, None]
-                block_k1, block_k2 = tl.where(fresh, kn1[None, :], k1), tl.where(fresh, kn2[None, :], k2)
-                block_v = tl.where(fresh, vn[None, :], block_v)
+                k1, k2 = tl.where(fresh, kn1[None, :], k1), tl.where(fresh, kn2[None, :], k2)
+                v = tl.where(fresh, vn[None, :], v)
             if UPCAST:
-                block_k1, block_k2, block_v = block_k1.to(tl.float32), block_k2.to(tl.float32), block_v.to(tl.float32)
-            scores = tl.dot(q1, tl.trans(block_k1), input_precision=precision)  # (BLOCK_G, BLOCK_S) float32
-            scores = tl.dot(q2, tl.trans(block_k2), scores, input_precision=precision) * scale_log2
-            top, total, acc = online_softmax_step(scores, keep[None, :], block_v, top, total, acc, precision)
+                k1, k2, v = k1.to(tl.float32), k2.to(tl.float32), v.to(tl.float32)
+            scores = tl.dot(q1, tl.trans(k1), input_precision=precision)  # (BLOCK_G, BLOCK_S) float32
+            scores = tl.dot(q2, tl.trans(k2), scores, input_precision=precision) * scale_log2
+            top, total, acc = online_softmax_step(scores, keep[None, :], v, top, total, acc, precision)
             start += BLOCK_S
-            k1, k2, v = _cache_block(keys, values, start, end, sk_s, sv_s, offs_h, h_ok, offs_d, d_ok, HALF, BLOCK_S)
         row = (b * NKV * G + h * G + offs_g) * splits + split  # (BLOCK_G,) into (B, nh, splits)
         tl.store(acc_ptr + row[:, None] * D + offs_d[None, :], acc, mask=g_ok[:, None] & d_ok[None, :])
         tl.store(top_ptr + row, top, mask=g_ok)
@@ -133,20 +130,6 @@ if triton is not None:
                 _merge_splits(acc_ptr, top_ptr, total_ptr, out_ptr, heads, splits, g_ok, d_ok, D, BLOCK_G,
                               2 * BLOCK_HALF)
                 tl.atomic_xchg(count_ptr + pid, 0)  # ready for the next step (a CUDA graph replays the launch)
-
-    @triton.jit
-    def _cache_block(keys, values, start, end, sk_s, sv_s, offs_h, h_ok, offs_d, d_ok, HALF: tl.constexpr,
-                     BLOCK_S: tl.constexpr):
-        """The cache's keys (as halves k1, k2: (BLOCK_S, BLOCK_HALF)) and values (BLOCK_S, 2·BLOCK_HALF) at
-        positions [start, start + BLOCK_S) below `end` (zeros past it and for the padded features)."""
-        offs_s = start + tl.arange(0, BLOCK_S)  # (BLOCK_S,)
-        k_at = keys + offs_s[:, None] * sk_s + offs_h[None, :]  # (BLOCK_S, BLOCK_HALF)
-        k_ok = (offs_s < end)[:, None] & h_ok[None, :]
-        k1 = tl.load(k_at, mask=k_ok, other=0.0)
-        k2 = tl.load(k_at + HALF, mask=k_ok, other=0.0)
-        v = tl.load(values + offs_s[:, None] * sv_s + offs_d[None, :], mask=(offs_s < end)[:, None] & d_ok[None, :],
-                    other=0.0)
-        return k1, k2, v
 
     @triton.jit
     def _merge_splits(acc_ptr, top_ptr, total_ptr, out_ptr, heads, splits, g_ok, d_ok, D: tl.constexpr,

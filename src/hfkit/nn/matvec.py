@@ -148,11 +148,6 @@ if triton is not None:
         return acc
 
     @triton.jit
-    def _rms_normed(x, gain, inv_rms, dtype: tl.constexpr):
-        """float32 x · inv_rms · gain, rounded to `dtype` before and after the gain as RMSNorm rounds it."""
-        return (gain.to(tl.float32) * (x * inv_rms).to(dtype).to(tl.float32)).to(dtype)
-
-    @triton.jit
     def _weight_tiles(w, w1, local, n_ok, start, K: tl.constexpr, BLOCK_K: tl.constexpr, ACT: tl.constexpr):
         """The (BLOCK_N, BLOCK_K) tile of w from column `start` (zeros past K) and, for ACT > 0, the up rows' of w1
         (else w's tile again)."""
@@ -188,15 +183,10 @@ if triton is not None:
                 w, s, b, first = w2, s2, b2, block * 0 + N01
         local = offs_n - first  # (BLOCK_N,) rows within the segment
         weights, weights_up = _weight_tiles(w, w1, local, n_ok, 0, K, BLOCK_K, ACT)  # (BLOCK_N, BLOCK_K) each
-        ONE_TILE: tl.constexpr = K <= BLOCK_K  # the K loop runs once: x and the gain are read once, before it
-        columns = tl.arange(0, BLOCK_K)[None, :] + 0 * local[:, None]  # (BLOCK_N, BLOCK_K), rows repeating
         if PDL:
             tl.extra.cuda.gdc_wait()  # x, r and y: the kernel before this one is done with them
             tl.extra.cuda.gdc_launch_dependents()  # the next kernel's programs may start and load their weights
-        dtype = x_ptr.dtype.element_ty
-        if NORM and ONE_TILE:  # the loop's x and gain, read with the rms pass's x: one wait for the three
-            x_tile = tl.load(x_ptr + row * stride_x + columns, mask=columns < K, other=0.0)
-            gain_tile = tl.load(g_ptr + columns, mask=columns < K, other=0.0)
+        inv_rms = 1.0
         if NORM:  # this row's 1 / rms, float32 as RMSNorm computes it
             squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
             for start in range(0, K, BLOCK_K):
@@ -209,14 +199,13 @@ if triton is not None:
         for start in range(0, K, BLOCK_K):
             offs_k = start + tl.arange(0, BLOCK_K)  # (BLOCK_K,)
             ok = n_ok[:, None] & (offs_k < K)[None, :]
-            if NORM and ONE_TILE:
-                x = _rms_normed(x_tile.to(tl.float32), gain_tile, inv_rms, dtype).to(tl.float32)
-            else:  # x read in the weight tile's shape (rows repeat from L1): no layout exchange through shared memory
-                x = tl.load(x_ptr + row * stride_x + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0)
-                x = x.to(tl.float32)  # (BLOCK_N, BLOCK_K)
-                if NORM:
-                    gain = tl.load(g_ptr + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0)
-                    x = _rms_normed(x, gain, inv_rms, dtype).to(tl.float32)
+            # x read in the weight tile's shape (rows repeat from L1): no layout exchange through shared memory
+            x = tl.load(x_ptr + row * stride_x + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0)
+            x = x.to(tl.float32)  # (BLOCK_N, BLOCK_K)
+            if NORM:
+                dtype = x_ptr.dtype.element_ty
+                g = tl.load(g_ptr + offs_k[None, :] + 0 * local[:, None], mask=ok, other=0.0).to(tl.float32)
+                x = (g * (x * inv_rms).to(dtype).to(tl.float32)).to(dtype).to(tl.float32)
             partial += weights.to(tl.float32) * x
             if ACT > 0:
                 partial_up += weights_up.to(tl.float32) * x
