@@ -51,8 +51,8 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's interpreter:
 # RMSNorms to the kernels, on CUDA only where these launch dependently (`norms_inside`). Apart, each was
 # slower or within noise: the norms inside 956 vs 989 tok/s (H200), 800 vs 822 (H100); PDL 858 vs 844 and 845 vs 859
 # (H100). Together every kernel of a layer is one of these, and each starts on its weights while the one before it
-# finishes: the compiled Llama-3.2-1B step 1046 vs 989 tok/s, one process on an H200 (RESULTS.md, twenty-first
-# session). False: plain launches, the norms apart (A/B measurements).
+# finishes: the compiled Llama-3.2-1B step 1046 vs 989 tok/s in one process on an H200, 868 vs 833 on an H100
+# (RESULTS.md, twenty-first and twenty-second sessions). False: plain launches, the norms apart (A/B measurements).
 PDL = True
 FUSED_NORMS = True
 
