@@ -7,8 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hfkit.generation import generate_tokens
-from hfkit.generation import greedy_static
+from hfkit.generation import generate_tokens, greedy_static
 from hfkit.generation.static_cache import StaticCache, static_cache_for
 
 from .parity.test_decoder_matrix import build, left_padded
@@ -133,9 +132,40 @@ def test_unknown_cache_kind_raises(tmp_path):
         generate_tokens(ours, ids, mask, max_new_tokens=2, cache="paged")
 
 
+def test_split_argmax_is_torch_argmax():
+    """The first maximal index, as torch.argmax: ties within and across chunks, vocabularies that are not a multiple
+    of the chunk, rows of -inf, NaN (maximal, the first one wins)."""
+    gen = torch.Generator().manual_seed(0)
+    for V, chunk in ((1000, 64), (1000, 1000), (1000, 1024), (999, 10), (7, 3), (7, 1)):
+        logits = torch.randint(-3, 4, (5, V), generator=gen).float()  # (5, V) many ties
+        assert torch.equal(greedy_static.split_argmax(logits, chunk), logits.argmax(-1)), (V, chunk)
+    special = torch.full((4, 50), float("-inf"))  # row 0: all -inf
+    special[1, [17, 40]] = float("nan")
+    special[2, [3, 33]] = 5.0
+    special[3, [45, 46]] = float("nan")
+    special[3, 2] = 9.0
+    assert torch.equal(special.argmax(-1), torch.tensor([0, 17, 3, 45]))
+    for chunk in (4, 7, 16, 50):
+        assert torch.equal(greedy_static.split_argmax(special, chunk), torch.tensor([0, 17, 3, 45])), chunk
+
+
+def test_split_argmax_decodes_as_argmax(tmp_path, monkeypatch):
+    """The greedy step with SPLIT_ARGMAX gives the tokens of transformers' greedy generate."""
+    reference, ours = build(tmp_path, "llama")
+    ids, mask = left_padded()
+    with torch.no_grad():
+        expected = reference.generate(ids, attention_mask=mask, max_new_tokens=12, do_sample=False)
+    monkeypatch.setattr(greedy_static, "SPLIT_ARGMAX", True)
+    monkeypatch.setattr(greedy_static, "ARGMAX_CHUNK", 16)  # several chunks of the tiny vocabulary
+    assert torch.equal(generate_tokens(ours, ids, mask, max_new_tokens=12, cache="static"), expected)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need CUDA")
 @pytest.mark.parametrize("family", FAMILIES)
-def test_compiled_static_identical_to_uncompiled_on_cuda(family, tmp_path):
+@pytest.mark.parametrize("split_argmax", [False, True])
+def test_compiled_static_identical_to_uncompiled_on_cuda(family, split_argmax, tmp_path, monkeypatch):
+    monkeypatch.setattr(greedy_static, "SPLIT_ARGMAX", split_argmax)
+    monkeypatch.setattr(greedy_static, "ARGMAX_CHUNK", 16)  # several chunks of the tiny vocabulary
     _, ours = build(tmp_path, family)
     ours = ours.cuda()
     ids, mask = (t.cuda() for t in left_padded())

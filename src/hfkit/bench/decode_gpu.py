@@ -3,8 +3,8 @@ prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / st
 compiled with each kernel switch of CANDIDATES set against the default (the decode kernels as plain launches, the
 layers' norms apart: matvec.PDL off; dependent launches with the norms apart: matvec.FUSED_NORMS off; inductor's
 kernels as dependent launches too; the steps without their RoPE and cache writes inside the attention kernel,
-decode_attention.STEP_ON off), and static + compiled with int8 weights (opt-in, lossy), all in this one process on
-the same weights and prompt.
+decode_attention.STEP_ON off; the step's argmax as two reductions, greedy_static.SPLIT_ARGMAX on), and static +
+compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
 synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph
@@ -26,7 +26,7 @@ import torch
 import transformers
 
 import hfkit
-from hfkit.generation import generate_tokens, static_cache
+from hfkit.generation import generate_tokens, greedy_static, static_cache
 from hfkit.nn import decode_attention, matvec
 from hfkit.nn.quantize import quantize_weights_int8
 
@@ -63,6 +63,7 @@ CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): t
     "inductor's kernels as dependent launches too (triton.enable_pdl)": (
         (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True}),),
     "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),
+    "split argmax (greedy_static.SPLIT_ARGMAX on)": ((greedy_static, "SPLIT_ARGMAX", True),),
 }
 
 

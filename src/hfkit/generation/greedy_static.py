@@ -15,10 +15,16 @@ from __future__ import annotations
 import weakref
 
 import torch
+import torch.nn.functional as F
 
 from .static_cache import StaticCache, compiled_step, decode_static
 
 EOS_CHECK_EVERY = 16  # tokens between the host's "all rows finished?" checks; at most this many wasted steps
+# SPLIT_ARGMAX: the step's argmax over the vocabulary as two reductions (`split_argmax`). A compiled batch-1 step
+# reduces 128256 logits in one GPU program: 24 µs of a 1.15 ms step on an H100 (RESULTS.md, twenty-second session).
+# Off until a same-process A/B on a GPU shows the gain (bench/decode_gpu.py CANDIDATES).
+SPLIT_ARGMAX = False
+ARGMAX_CHUNK = 1024  # logits per chunk of the first reduction
 
 
 def finish_rows(token: torch.Tensor, unfinished: torch.Tensor, eos: torch.Tensor, pad: int) -> torch.Tensor:  # (B,)
@@ -26,6 +32,19 @@ def finish_rows(token: torch.Tensor, unfinished: torch.Tensor, eos: torch.Tensor
     token = torch.where(unfinished, token, torch.full_like(token, pad))
     unfinished &= ~torch.isin(token, eos)
     return token
+
+
+def split_argmax(logits: torch.Tensor, chunk: int) -> torch.Tensor:  # (B,)
+    """logits (B, V) → argmax (B,), the first maximal index as torch.argmax (NaN counting as maximal), through the
+    maxima of chunks of `chunk` logits: the first reduction runs over B · ⌈V / chunk⌉ rows, side by side."""
+    B, V = logits.shape
+    chunks = -(-V // chunk)
+    if chunks == 1:
+        return logits.argmax(-1)
+    padded = F.pad(logits, (0, chunks * chunk - V), value=float("-inf")).view(B, chunks, chunk)
+    best, within = padded.max(-1)  # (B, C) each chunk's maximum and its first index
+    which = best.argmax(-1, keepdim=True)  # (B, 1) the first chunk holding the overall maximum
+    return (which * chunk + within.gather(-1, which)).squeeze(-1)
 
 
 class GreedyState:
@@ -75,7 +94,7 @@ def greedy_step(model, state: GreedyState, kv: StaticCache) -> None:
     """Decode `state.token` at the next position, append the argmax to `state.out` and make it the next input."""
     state.position.add_(1)
     logits = decode_static(model, state.token, state.position, kv)  # (B, V) float32
-    token = logits.argmax(-1)  # (B,)
+    token = split_argmax(logits, ARGMAX_CHUNK) if SPLIT_ARGMAX else logits.argmax(-1)  # (B,)
     if len(state.eos):
         token = finish_rows(token, state.unfinished, state.eos, state.pad)
     state.out.index_copy_(1, state.count, token[:, None])
