@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import re
 import statistics
 import tempfile
 import time
@@ -29,6 +28,7 @@ from torch import nn
 
 import hfkit
 from hfkit.bench.decode_gpu import CANDIDATES, llama_1b_config, switched
+from hfkit.bench.timing import only_variants
 from hfkit.generation import generate_tokens, static_cache
 from hfkit.generation.greedy_static import GreedyState, greedy_step
 from hfkit.generation.static_cache import (
@@ -98,7 +98,7 @@ def main():
     parser.add_argument("--before", action="store_true",
                         help="also the step without the matvec kernels (--int8: with the layers unstacked, as before)")
     parser.add_argument("--options", nargs="*", default=[""], help="inductor option sets, one variant each")
-    parser.add_argument("--only", help="regular expression: only the variants whose label it finds")
+    parser.add_argument("--only", help="only the variants whose labels contain one of these '|'-separated parts")
     parser.add_argument("--attention-kernel", action="store_true",
                         help="with --before, also the step with SDPA instead of nn.decode_attention (on by default)")
     parser.add_argument("--candidates", action="store_true",
@@ -132,8 +132,9 @@ def main():
     if before is not None:
         what = "unstacked int8, inductor's products" if args.int8 else "cuBLAS / inductor products"
         variants.append((f"before: {what} (matvec off, K/V repeated)", "", lambda: None))
+    picked = only_variants([label for label, _, _ in variants], args.only)
     for label, options, prepare in variants:
-        if args.only and not re.search(args.only, label):
+        if label not in picked:
             continue
         prepare()
         repeated = label.startswith(("K/V", "before"))

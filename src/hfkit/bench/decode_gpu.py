@@ -30,6 +30,8 @@ from hfkit.generation import generate_tokens, greedy_static, static_cache
 from hfkit.nn import decode_attention, matvec
 from hfkit.nn.quantize import quantize_weights_int8
 
+from .timing import only_variants
+
 
 def llama_1b_config() -> transformers.LlamaConfig:
     return transformers.LlamaConfig(
@@ -126,11 +128,7 @@ def main(argv: list[str] | None = None):
         **{f"hfkit, static cache + compile + {label}": candidate(flags) for label, flags in CANDIDATES.items()},
         "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
-    if args.only:  # plain parts, not a regular expression: each must name a variant
-        parts = args.only.split("|")
-        if missing := [part for part in parts if not any(part in name for name in variants)]:
-            raise SystemExit(f"--only: no variant contains {missing}; the variants: {list(variants)}")
-        variants = {k: v for k, v in variants.items() if any(part in k for part in parts)}
+    variants = {name: variants[name] for name in only_variants(variants, args.only)}
     from torch._dynamo.utils import counters
 
     outputs, notes = {}, {}

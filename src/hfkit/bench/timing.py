@@ -1,11 +1,11 @@
-"""GPU timing shared by the exploration scripts under benchmarks/explore (device/METHOD.md: warm-up, CUDA events
-around each call, the median)."""
+"""GPU timing shared by the benchmarks and the exploration scripts under benchmarks/explore (device/METHOD.md:
+warm-up, CUDA events around each call, the median), and their `--only` variant choice."""
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 
 import torch
 
@@ -37,3 +37,16 @@ def median_ms(fn: Callable[[], object], repeats: int, warmup: int = 0) -> float:
         fn()
         times.append((time.perf_counter() - began) * 1e3)
     return statistics.median(times)
+
+
+def only_variants(labels: Iterable[str], only: str | None, keep: Collection[str] = ()) -> list[str]:
+    """The labels an `--only` argument picks, in order: those containing one of its '|'-separated parts (plain
+    text, not a regular expression), and `keep`; all without one. A part found in no label stops the run before
+    device time goes to a run without it, listing the labels."""
+    labels = list(labels)
+    if not only:
+        return labels
+    parts = only.split("|")
+    if missing := [part for part in parts if not any(part in label for label in labels)]:
+        raise SystemExit(f"--only: no variant contains {missing}; the variants: {labels}")
+    return [label for label in labels if label in keep or any(part in label for part in parts)]

@@ -27,6 +27,8 @@ import transformers
 import hfkit
 from hfkit.train.optim import ClippedAdamW, parameter_groups
 
+from .timing import only_variants
+
 WARMUP = 10
 
 
@@ -181,7 +183,8 @@ def main(argv: list[str] | None = None):
     parser.add_argument("--profile", metavar="DIR", help="write torch.profiler kernel tables of the hfkit variants")
     parser.add_argument("--bf16-weights", action="store_true",
                         help="also transformers and compiled hfkit on bfloat16 weights (autocast as well)")
-    parser.add_argument("--only", metavar="REGEX", help="only the variants whose label it finds")
+    parser.add_argument("--only", metavar="PARTS", help="only the variants whose labels contain one of these "
+                        "'|'-separated parts (plain text)")
     args = parser.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = True
     tmp = Path(tempfile.mkdtemp())
@@ -219,9 +222,8 @@ def main(argv: list[str] | None = None):
         if args.bf16_weights:  # the same steps on bfloat16 weights (and optimizer states)
             variants.update({f"{label}, bf16 weights": variants[label] for label in (
                 "transformers (sdpa)", "hfkit + torch.compile", "hfkit + torch.compile + ClippedAdamW")})
-        if args.only:  # (the transformers row stays: the ratios' baseline)
-            variants = {label: v for label, v in variants.items()
-                        if label == "transformers (sdpa)" or re.search(args.only, label)}
+        # (the transformers row stays: the ratios' baseline)
+        variants = {label: variants[label] for label in only_variants(variants, args.only, {"transformers (sdpa)"})}
         results, loop_rates = {}, {}
         for label, (library, mode, inputs) in variants.items():
             if "graphs" in label and name not in args.graphs.split(","):
