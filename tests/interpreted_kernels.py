@@ -91,7 +91,7 @@ def check_float_kernels() -> None:
 def check_norm_and_residual() -> None:
     """The RMSNorm prologue and the residual epilogue: `linears` (q | k | v, biases) and `glu_linear` of
     x / rms(x) · g, plus r, against float64 (float32 layers) or against the torch path's own roundings (bf16);
-    rows of 96 (one K tile: x read once) and, float32, of 1100 (two tiles for gate | up: a pass for the rms first)."""
+    rows of 96 (one K tile) and, float32, of 1100 (two K tiles for gate | up: the rms and the gain over both)."""
     gen = torch.Generator().manual_seed(5)
     torch.manual_seed(5)
     for width, dtype in [(96, torch.float32), (1100, torch.float32), (96, torch.bfloat16)]:

@@ -39,8 +39,6 @@ def split_argmax(logits: torch.Tensor, chunk: int) -> torch.Tensor:  # (B,)
     maxima of chunks of `chunk` logits: the first reduction runs over B · ⌈V / chunk⌉ rows, side by side."""
     B, V = logits.shape
     chunks = -(-V // chunk)
-    if chunks == 1:
-        return logits.argmax(-1)
     padded = F.pad(logits, (0, chunks * chunk - V), value=float("-inf")).view(B, chunks, chunk)
     best, within = padded.max(-1)  # (B, C) each chunk's maximum and its first index
     which = best.argmax(-1, keepdim=True)  # (B, 1) the first chunk holding the overall maximum
