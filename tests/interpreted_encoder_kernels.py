@@ -54,7 +54,7 @@ def check_window_attention(tmp: Path) -> None:
     model = HFKIT_AUTO["base"].from_pretrained(tmp / "modernbert")
     ids = torch.randint(3, 90, (3, 23), generator=gen)
     mask = (torch.arange(23)[None, :] < torch.tensor([23, 9, 1])[:, None]).long()
-    launch, rotated = window_attention.launch, []
+    launch, rotated, shipped = window_attention.launch, [], window_attention.ROTATES
     window_attention.launch = lambda *args: rotated.append(args[6] is not None) or launch(*args)
     try:
         with torch.no_grad():
@@ -64,14 +64,14 @@ def check_window_attention(tmp: Path) -> None:
                 packed = model(ids, mask, unpadded=True).last_hidden_state[mask.bool()]
                 assert (packed - padded).abs().max() <= 1e-5, (inside, (packed - padded).abs().max())
     finally:
-        window_attention.launch, window_attention.ROTATES = launch, False
+        window_attention.launch, window_attention.ROTATES = launch, shipped
     assert rotated == [False, True], rotated  # the one local layer through the kernel, RoPE before it, then inside
 
 
 if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
     assert window_attention.ENABLED  # on by default (measured on an H100)
-    assert not window_attention.ROTATES  # off until measured on a GPU
+    assert window_attention.ROTATES  # on by default (measured on an H100)
     with tempfile.TemporaryDirectory() as tmp:
         check_window_attention(Path(tmp))
     print("interpreted kernels: ok")

@@ -6,8 +6,8 @@ layers ran before the kernel), `hfkit.nn.window_attention` with RoPE inside and 
 varlen_attn without a window (the global layers) for scale; max |Δ| against varlen with a window. --sweep: the
 kernel (RoPE inside) at every launch shape of SWEEP, and the kernel after apply_rope at those of PLAIN_SWEEP.
 (b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts as one
-batch: the kernel with RoPE inside (`window_attention.ROTATES`), the kernel after apply_rope (shipped), each also
-at the other's pipeline stages (`window_attention.STAGES`), varlen_attn windows, and the shipped pass with the
+batch: the kernel with RoPE inside (`window_attention.ROTATES`, shipped), the kernel after apply_rope, each also at
+three pipeline stages (`window_attention.STAGES`, shipped 1), varlen_attn windows, and the shipped pass with the
 residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`); in the same process (CUDA events, medians,
 round-robin).
 
@@ -64,7 +64,7 @@ def attention_alone(batch: dict, sweep: bool, heads: int = 12, head_dim: int = 6
             variants[f"kernel, RoPE inside, {block_m}/{block_n}/{warps} warps/{stages} stages"] = (
                 lambda c=(block_m, block_n, warps, stages): window_attention.launch(q, k, v, packed.rows, window,
                                                                                     scale, cos, sin, *c))
-        for block_m, block_n, warps, stages in PLAIN_SWEEP:  # the shipped path: q and k rotated before
+        for block_m, block_n, warps, stages in PLAIN_SWEEP:  # q and k rotated before the kernel
             variants[f"kernel after apply_rope, {block_m}/{block_n}/{warps} warps/{stages} stages"] = (
                 lambda c=(block_m, block_n, warps, stages): window_attention.launch(qr, kr, v, packed.rows, window,
                                                                                     scale, None, None, *c))
@@ -92,23 +92,21 @@ def whole_passes(repeats: int) -> None:
     torch._dynamo.config.recompile_limit = 64  # a graph per layer kind and variant
 
     def forward(kernel: bool, inside: bool, stages: int | None = None, flags: tuple = ()):
+        switches = ((window_attention, "ENABLED", kernel), (window_attention, "ROTATES", inside),
+                    (window_attention, "STAGES", stages or window_attention.STAGES), *flags)
+
         def run(batch):
-            window_attention.ENABLED, window_attention.ROTATES = kernel, inside
-            window_attention.STAGES[inside] = stages or shipped[inside]
-            try:
-                with switched(flags):  # (module, flag, value) switches, back as they were after
-                    return model(**batch, unpadded=True).last_hidden_state
-            finally:
-                window_attention.STAGES.update(shipped)
+            with switched(switches):  # (module, flag, value) switches, back as they were after
+                return model(**batch, unpadded=True).last_hidden_state
         return run
 
-    shipped = dict(window_attention.STAGES)
     RESIDUAL = (fused_linear, "RESIDUAL_EPILOGUE", True)
-    variants = {"kernel, RoPE inside": forward(True, True), "kernel, RoPE inside, 3 stages": forward(True, True, 3),
+    variants = {"kernel, RoPE inside (shipped)": forward(True, True),
+                "kernel, RoPE inside, 3 stages": forward(True, True, 3),
                 "kernel after apply_rope": forward(True, False),
-                "kernel after apply_rope, 1 stage": forward(True, False, 1),
+                "kernel after apply_rope, 3 stages": forward(True, False, 3),
                 "varlen_attn windows": forward(False, False),
-                "kernel after apply_rope, residual epilogue": forward(True, False, flags=(RESIDUAL,))}
+                "shipped + residual epilogue": forward(True, True, flags=(RESIDUAL,))}
     with torch.inference_mode():
         batch = batches[0]
         keep = batch["attention_mask"].bool()

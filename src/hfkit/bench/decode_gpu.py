@@ -3,7 +3,7 @@ prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / st
 compiled with each kernel switch of CANDIDATES set against the default (the decode kernels as plain launches, the
 layers' norms apart: matvec.PDL off; dependent launches with the norms apart: matvec.FUSED_NORMS off; inductor's
 kernels as dependent launches too; the steps without their RoPE and cache writes inside the attention kernel,
-decode_attention.STEP_ON off; the step's argmax as two reductions, greedy_static.SPLIT_ARGMAX on), and static +
+decode_attention.STEP_ON off; the step's argmax in one reduction, greedy_static.SPLIT_ARGMAX off), and static +
 compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
@@ -65,7 +65,7 @@ CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): t
     "inductor's kernels as dependent launches too (triton.enable_pdl)": (
         (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True}),),
     "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),
-    "split argmax (greedy_static.SPLIT_ARGMAX on)": ((greedy_static, "SPLIT_ARGMAX", True),),
+    "argmax in one reduction (greedy_static.SPLIT_ARGMAX off)": ((greedy_static, "SPLIT_ARGMAX", False),),
 }
 
 

@@ -21,10 +21,14 @@ import torch
 import transformers
 
 import hfkit
+from hfkit.nn import fused_linear
+
+from .decode_gpu import switched
 
 TEXTS, BATCH, MIN_LEN, MAX_LEN, SEED = 512, 64, 16, 512, 0
 TOKEN_BUDGET = 32768  # real tokens per token-budget batch (sorted by length, filled greedily)
 LARGE_BUDGET = 131072  # all 512 texts in one batch: fewer launches and host syncs (the GPU has the memory)
+EXPLORED = ((fused_linear, "RESIDUAL_EPILOGUE"),)  # --explore: (module, flag) switches off by default, each set True
 
 
 def make_lengths() -> torch.Tensor:
@@ -105,19 +109,6 @@ def bench_model(name: str, config, repeats: int, explore: bool = False, profile:
         (f"hfkit unpadded (varlen), token budget {TOKEN_BUDGET}", hfkit_mode(True), "budget"),
         ("hfkit automatic (unpadded=None), unsorted", hfkit_mode(None), "unsorted"),
     ]
-    if explore:  # what a fused (compiled) rotary step would give: patch the encoder's apply_rope for these calls
-        import hfkit.models.encoder as encoder
-
-        compiled = torch.compile(encoder.apply_rope, dynamic=True)
-
-        def patched(batch, plain=encoder.apply_rope):
-            encoder.apply_rope = compiled
-            try:
-                return ours(**batch, unpadded=True).last_hidden_state
-            finally:
-                encoder.apply_rope = plain
-
-        variants.append(("[explore] hfkit unpadded, compiled rope, length-sorted", patched, "sorted"))
     compiled_blocks, plain_blocks = ours.compile_layers().blocks, ours.uncompile_layers().blocks
 
     def compiled_layers(batch):  # model.compile_layers(): each layer under torch.compile, varlen attention inside
@@ -129,6 +120,13 @@ def bench_model(name: str, config, repeats: int, explore: bool = False, profile:
 
     budgets = {"unsorted": "unsorted", "budget": f"token budget {TOKEN_BUDGET}", "large budget": f"token budget {LARGE_BUDGET}"}
     variants += [(f"hfkit unpadded + compile_layers(), {label}", compiled_layers, key) for key, label in budgets.items()]
+    if explore:  # the switches built and off by default, each on the compiled layers at the large budget
+        for module, flag in EXPLORED:
+            def switched_on(batch, switch=((module, flag, True),)):
+                with switched(switch):
+                    return compiled_layers(batch)
+            variants.append((f"[explore] compile_layers() + {flag}, token budget {LARGE_BUDGET}", switched_on,
+                             "large budget"))
     with torch.inference_mode():
         # equality at real tokens: hfkit unpadded vs hfkit padded vs transformers, first sorted batch
         batch = inputs["sorted"][0]
@@ -180,7 +178,7 @@ def main(argv: list[str] | None = None):
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--models", default="bert,modernbert")
-    parser.add_argument("--explore", action="store_true", help="also time experimental variants")
+    parser.add_argument("--explore", action="store_true", help="also each switch of EXPLORED on, compiled layers")
     parser.add_argument("--profile", action="store_true", help="print a kernel profile of one unpadded pass")
     args = parser.parse_args(argv)
     torch.backends.cuda.matmul.allow_tf32 = True

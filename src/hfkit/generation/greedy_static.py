@@ -22,8 +22,8 @@ from .static_cache import StaticCache, compiled_step, decode_static
 EOS_CHECK_EVERY = 16  # tokens between the host's "all rows finished?" checks; at most this many wasted steps
 # SPLIT_ARGMAX: the step's argmax over the vocabulary as two reductions (`split_argmax`). A compiled batch-1 step
 # reduces 128256 logits in one GPU program: 24 µs of a 1.15 ms step on an H100 (RESULTS.md, twenty-second session).
-# Off until a same-process A/B on a GPU shows the gain (bench/decode_gpu.py CANDIDATES).
-SPLIT_ARGMAX = False
+# Split: 893 against 873 tok/s in one process on an H100 (twenty-third session). False: one reduction (A/B runs).
+SPLIT_ARGMAX = True
 ARGMAX_CHUNK = 1024  # logits per chunk of the first reduction
 
 

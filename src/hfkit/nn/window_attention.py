@@ -35,11 +35,12 @@ DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK_M = 64  # queries per program (benchmarks/explore/window_attention.py)
 HEAD_DIMS = (32, 64, 128, 256)  # split in halves for RoPE, each at least tl.dot's 16
 # The layer's RoPE inside the kernel, q and k read unrotated from the q | k | v product: saves a pass that reads and
-# writes q and k (~0.27 ms a local layer on 130k tokens, predicted). False: apply_rope before it; on once measured
-ROTATES = False
-# Pipeline stages of a launch without / with RoPE inside (None: Triton's default, 3). With RoPE one stage: 0.71
-# against 0.97 ms, alone on 130k tokens on an H100 (benchmarks/RESULTS.md, nineteenth session); without, unmeasured
-STAGES = {False: None, True: 1}
+# writes q and k. ModernBERT-base passes on an H100 82.8 against 86.8 ms (1.57 against 1.50 M tok/s), bf16 outputs
+# equal (benchmarks/RESULTS.md, twenty-third session). False: apply_rope before it (A/B measurements).
+ROTATES = True
+# Pipeline stages of a launch (None: Triton's default, 3). One stage, with RoPE inside: 0.71 against 0.97 ms alone
+# on 130k tokens (nineteenth session); after apply_rope: whole passes 84.4 against 86.8 ms (twenty-third)
+STAGES = 1
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> bool:
@@ -114,7 +115,7 @@ def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor
     upcast = q.dtype == torch.float32 or matvec.INTERPRETED
     rope = cos is not None
     cos, sin = (cos.contiguous(), sin.contiguous()) if rope else (rows, rows)  # (unused pointers without RoPE)
-    stages = num_stages or STAGES[rope]
+    stages = num_stages or STAGES
     extra = {} if stages is None else {"num_stages": stages}
     _window_attention_kernel[(triton.cdiv(N, block_m), H)](
         q, k, v, rows, cos, sin, out, N, scale * LOG2_E, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
