@@ -78,7 +78,7 @@ def window_cases():
         pointers = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr")}
         pointers.update(row_ptr="*i32", cos_ptr="*fp32", sin_ptr="*fp32")
         constexprs = {"WINDOW": 64, "D": 64, "ROPE": rope, "UPCAST": False, "BLOCK_M": window_attention.BLOCK_M,
-                      "BLOCK_N": 64}
+                      "BLOCK_N": window_attention.BLOCK_N}
         yield f"window_attention bf16{' ROPE' if rope else ''}", window_attention._window_attention_kernel, \
             pointers, constexprs, 4, {"N"}, {"num_stages": window_attention.STAGES or 3}
 

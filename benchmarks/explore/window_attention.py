@@ -8,8 +8,8 @@ kernel (RoPE inside) at every launch shape of SWEEP, and the kernel after apply_
 (b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts as one
 batch: the kernel with RoPE inside (`window_attention.ROTATES`, shipped), the kernel after apply_rope, each also at
 three pipeline stages (`window_attention.STAGES`, shipped 1), varlen_attn windows, and the shipped pass with the
-residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`); in the same process (CUDA events, medians,
-round-robin).
+residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`) and with 32 keys a step (`window_attention.BLOCK_N`);
+in the same process (CUDA events, medians, round-robin).
 
     PYTHONPATH=src python benchmarks/explore/window_attention.py [--repeats 7] [--sweep]
 """
@@ -106,7 +106,8 @@ def whole_passes(repeats: int) -> None:
                 "kernel after apply_rope": forward(True, False),
                 "kernel after apply_rope, 3 stages": forward(True, False, 3),
                 "varlen_attn windows": forward(False, False),
-                "shipped + residual epilogue": forward(True, True, flags=(RESIDUAL,))}
+                "shipped + residual epilogue": forward(True, True, flags=(RESIDUAL,)),
+                "shipped, 32 keys a step": forward(True, True, flags=((window_attention, "BLOCK_N", 32),))}
     with torch.inference_mode():
         batch = batches[0]
         keep = batch["attention_mask"].bool()

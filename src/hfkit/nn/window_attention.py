@@ -33,6 +33,9 @@ if triton is not None:  # (the CPU wheels of torch come without Triton)
 ENABLED = True
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK_M = 64  # queries per program (benchmarks/explore/window_attention.py)
+# keys per inner step, half precision with heads of ≤ 128 (else 32). Alone on 130k tokens with RoPE inside, 32 took
+# 0.662 against 0.714 ms (nineteenth session's sweep); whole passes not yet timed with 32 (explore script)
+BLOCK_N = 64
 HEAD_DIMS = (32, 64, 128, 256)  # split in halves for RoPE, each at least tl.dot's 16
 # The layer's RoPE inside the kernel, q and k read unrotated from the q | k | v product: saves a pass that reads and
 # writes q and k. ModernBERT-base passes on an H100 82.8 against 86.8 ms (1.57 against 1.50 M tok/s), bf16 outputs
@@ -120,7 +123,7 @@ def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor
     _window_attention_kernel[(triton.cdiv(N, block_m), H)](
         q, k, v, rows, cos, sin, out, N, scale * LOG2_E, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
         v.stride(0), v.stride(1), out.stride(0), out.stride(1), WINDOW=window, D=D, ROPE=rope, UPCAST=upcast,
-        BLOCK_M=block_m, BLOCK_N=block_n or (64 if D <= 128 and not upcast else 32),
+        BLOCK_M=block_m, BLOCK_N=block_n or (BLOCK_N if D <= 128 and not upcast else 32),
         num_warps=num_warps or (4 if block_m <= 64 else 8), **extra)
     return out
 
