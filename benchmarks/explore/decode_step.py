@@ -27,8 +27,8 @@ import transformers
 from torch import nn
 
 import hfkit
-from hfkit.bench.decode_gpu import CANDIDATES, llama_1b_config, switched
-from hfkit.bench.timing import only_variants
+from hfkit.bench.decode_gpu import CANDIDATES, llama_1b_config
+from hfkit.bench.timing import only_variants, switched
 from hfkit.generation import generate_tokens, static_cache
 from hfkit.generation.greedy_static import GreedyState, greedy_step
 from hfkit.generation.static_cache import (

@@ -24,7 +24,6 @@ import torch
 import transformers
 
 import hfkit
-from hfkit.bench.decode_gpu import switched
 from hfkit.bench.encode_gpu import (
     LARGE_BUDGET,
     TOKEN_BUDGET,
@@ -33,7 +32,7 @@ from hfkit.bench.encode_gpu import (
     make_lengths,
     time_pass,
 )
-from hfkit.bench.timing import cuda_median_ms
+from hfkit.bench.timing import cuda_median_ms, switched
 from hfkit.nn import fused_linear, window_attention
 from hfkit.nn.attention import PackedBatch
 from hfkit.nn.rope import apply_rope, rope_tables

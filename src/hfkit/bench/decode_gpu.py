@@ -16,7 +16,6 @@ capture included), then rounds round-robin across variants; the median is report
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import statistics
 import tempfile
@@ -30,7 +29,7 @@ from hfkit.generation import generate_tokens, greedy_static, static_cache
 from hfkit.nn import decode_attention, matvec
 from hfkit.nn.quantize import quantize_weights_int8
 
-from .timing import only_variants
+from .timing import only_variants, switched
 
 
 def llama_1b_config() -> transformers.LlamaConfig:
@@ -67,19 +66,6 @@ CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): t
     "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),
     "argmax in one reduction (greedy_static.SPLIT_ARGMAX off)": ((greedy_static, "SPLIT_ARGMAX", False),),
 }
-
-
-@contextlib.contextmanager
-def switched(flags):
-    """The (module, flag, value) switches set inside the block, back as they were after it."""
-    before = [getattr(module, flag) for module, flag, _ in flags]
-    for module, flag, value in flags:
-        setattr(module, flag, value)
-    try:
-        yield
-    finally:
-        for (module, flag, _), value in zip(flags, before, strict=True):
-            setattr(module, flag, value)
 
 
 def main(argv: list[str] | None = None):

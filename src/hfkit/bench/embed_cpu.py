@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..cpu_support import cpu_flags, missing_instructions
+from .timing import switched
 
 WORDS = (
     "the a of and to in is was for on with as by at from that this it be are or an which not have has "
@@ -62,22 +63,12 @@ def make_texts(count: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(VOCABULARY) for _ in range(rng.randint(3, 200))) for _ in range(count)]
 
 
-@contextlib.contextmanager
-def switched(module_name: str, attribute: str, value: Any) -> Iterator[None]:
-    """Set a module's switch for a block (the levers the benchmark measures)."""
-    module = importlib.import_module(module_name)
-    saved = getattr(module, attribute)
-    setattr(module, attribute, value)
-    try:
-        yield
-    finally:
-        setattr(module, attribute, saved)
-
-
 def hfkit_embedder(model_dir: str, batch_size: int, dtype: str | None = None, int8: str | None = None,
                    blocked: bool | None = None, autocast: bool = False, compile_layers: bool = False,
                    keep_heap: bool = True) -> Embedder:
     import hfkit
+    from hfkit import heap
+    from hfkit.nn import attention
     from hfkit.nn.quantize import quantize_int8
 
     model = hfkit.AutoModel.from_pretrained(model_dir, dtype=dtype)
@@ -87,8 +78,7 @@ def hfkit_embedder(model_dir: str, batch_size: int, dtype: str | None = None, in
         model.compile_layers()
 
     def run(texts: list[str]) -> torch.Tensor:
-        with (switched("hfkit.nn.attention", "CPU_BLOCKED_ATTENTION", blocked),
-              switched("hfkit.heap", "KEEP_FREED_MEMORY", keep_heap),
+        with (switched(((attention, "CPU_BLOCKED_ATTENTION", blocked), (heap, "KEEP_FREED_MEMORY", keep_heap))),
               torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast)):
             return model.embed(texts, batch_size=batch_size)
 

@@ -23,7 +23,7 @@ import transformers
 import hfkit
 from hfkit.nn import fused_linear
 
-from .decode_gpu import switched
+from .timing import switched
 
 TEXTS, BATCH, MIN_LEN, MAX_LEN, SEED = 512, 64, 16, 512, 0
 TOKEN_BUDGET = 32768  # real tokens per token-budget batch (sorted by length, filled greedily)

@@ -1,8 +1,9 @@
 """GPU timing shared by the benchmarks and the exploration scripts under benchmarks/explore (device/METHOD.md:
-warm-up, CUDA events around each call, the median), and their `--only` variant choice."""
+warm-up, CUDA events around each call, the median), their `--only` variant choice and their switches (`switched`)."""
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from collections.abc import Callable, Collection, Iterable
@@ -50,3 +51,16 @@ def only_variants(labels: Iterable[str], only: str | None, keep: Collection[str]
     if missing := [part for part in parts if not any(part in label for label in labels)]:
         raise SystemExit(f"--only: no variant contains {missing}; the variants: {labels}")
     return [label for label in labels if label in keep or any(part in label for part in parts)]
+
+
+@contextlib.contextmanager
+def switched(flags):
+    """The (module, flag, value) switches set inside the block, back as they were after it."""
+    before = [getattr(module, flag) for module, flag, _ in flags]
+    for module, flag, value in flags:
+        setattr(module, flag, value)
+    try:
+        yield
+    finally:
+        for (module, flag, _), value in zip(flags, before, strict=True):
+            setattr(module, flag, value)
