@@ -3,7 +3,8 @@ prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / st
 compiled with each kernel switch of CANDIDATES set against the default (the decode kernels as plain launches, the
 layers' norms apart: matvec.PDL off; dependent launches with the norms apart: matvec.FUSED_NORMS off; inductor's
 kernels as dependent launches too; the steps without their RoPE and cache writes inside the attention kernel,
-decode_attention.STEP_ON off; the step's argmax in one reduction, greedy_static.SPLIT_ARGMAX off), and static +
+decode_attention.STEP_ON off; the step's argmax in one reduction, greedy_static.SPLIT_ARGMAX off; launch shapes of
+bf16 weights by product, matvec.WIDE_SHAPES), and static +
 compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
@@ -65,6 +66,9 @@ CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): t
         (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True}),),
     "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),
     "argmax in one reduction (greedy_static.SPLIT_ARGMAX off)": ((greedy_static, "SPLIT_ARGMAX", False),),
+    "LM head at (4, 2048, 8) (matvec.WIDE_SHAPES)": ((matvec, "WIDE_SHAPES", {"head": (4, 2048, 8)}),),
+    "LM head, q|k|v at (4, 2048, 8), gate|up at (1, 2048, 4) (matvec.WIDE_SHAPES)": (
+        (matvec, "WIDE_SHAPES", {"head": (4, 2048, 8), "normed": (4, 2048, 8), "glu": (1, 2048, 4)}),),
 }
 
 
