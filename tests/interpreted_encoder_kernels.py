@@ -39,13 +39,9 @@ def check_window_attention(tmp: Path) -> None:
         tables = rope_tables(D, 160.0, packed.indices % mask.shape[1], dtype) if rope else None  # (N, D) each
         cos, sin = tables or (None, None)
         out = window_attention.window_attention(q, k, v, packed.rows, window, 0.3, block_m, cos=cos, sin=sin)
-        if rope:  # the same from tables per position (P, D) and each token's position, and heads first
-            positions = (packed.indices % mask.shape[1]).to(torch.int32)
-            cos_p, sin_p = rope_tables(D, 160.0, torch.arange(mask.shape[1]), dtype)  # (P, D) each
-            for heads_first in (False, True):
-                again = window_attention.launch(q, k, v, packed.rows, window, 0.3, cos_p, sin_p, block_m,
-                                                positions=positions, heads_first=heads_first)
-                assert torch.equal(again, out), heads_first
+        other_order = window_attention.launch(q, k, v, packed.rows, window, 0.3, cos, sin, block_m,
+                                              heads_first=not window_attention.HEADS_FIRST)
+        assert torch.equal(other_order, out)  # the order of the programs changes nothing they compute
         if rope:  # rotated as the layers rotated them before (float32, rounded to the dtype)
             q, k = apply_rope(q, k, *tables)
         window_attention.ENABLED = False
@@ -61,33 +57,24 @@ def check_window_attention(tmp: Path) -> None:
     model = HFKIT_AUTO["base"].from_pretrained(tmp / "modernbert")
     ids = torch.randint(3, 90, (3, 23), generator=gen)
     mask = (torch.arange(23)[None, :] < torch.tensor([23, 9, 1])[:, None]).long()
-    launch, rotated = window_attention.launch, []
-    shipped = window_attention.ROTATES, window_attention.BY_POSITION
-    window_attention.launch = lambda *args, **kw: rotated.append(  # RoPE inside? by position?
-        (args[6] is not None, kw["positions"] is not None)) or launch(*args, **kw)
+    launch, rotated, shipped = window_attention.launch, [], window_attention.ROTATES
+    window_attention.launch = lambda *args: rotated.append(args[6] is not None) or launch(*args)
     try:
         with torch.no_grad():
             padded = model(ids, mask, unpadded=False).last_hidden_state[mask.bool()]
-            for inside, by_position in [(False, False), (True, False), (False, True), (True, True)]:
-                window_attention.ROTATES, window_attention.BY_POSITION = inside, by_position
+            for inside in (False, True):
+                window_attention.ROTATES = inside
                 packed = model(ids, mask, unpadded=True).last_hidden_state[mask.bool()]
                 assert (packed - padded).abs().max() <= 1e-5, (inside, (packed - padded).abs().max())
-                if by_position:  # the tables a row per position: the same function as a row per token
-                    window_attention.BY_POSITION = False
-                    assert torch.equal(packed, model(ids, mask, unpadded=True).last_hidden_state[mask.bool()])
     finally:
-        window_attention.launch = launch
-        window_attention.ROTATES, window_attention.BY_POSITION = shipped
-    # the one local layer through the kernel: RoPE before it, inside it, before it with the tables by position
-    # (gathered per token first), inside by position; after each of the latter two, the same with tables per token
-    assert rotated == [(False, False), (True, False), (False, False), (False, False), (True, True), (True, False)], \
-        rotated
+        window_attention.launch, window_attention.ROTATES = launch, shipped
+    assert rotated == [False, True], rotated  # the one local layer through the kernel, RoPE before it, then inside
 
 
 if __name__ == "__main__":
     assert matvec.INTERPRETED, "run with TRITON_INTERPRET=1"
     assert window_attention.ENABLED  # on by default (measured on an H100)
-    assert window_attention.ROTATES  # on by default (measured on an H100)
+    assert window_attention.ROTATES and window_attention.HEADS_FIRST  # on by default (measured on an H100)
     with tempfile.TemporaryDirectory() as tmp:
         check_window_attention(Path(tmp))
     print("interpreted kernels: ok")

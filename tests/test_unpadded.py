@@ -9,6 +9,7 @@ Pad positions of the re-padded outputs are zeros."""
 
 from __future__ import annotations
 
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,7 +17,6 @@ import torch.nn.functional as F
 import hfkit.nn.attention as attn_mod
 from hfkit.models.auto import FAMILIES, tasks_of
 from hfkit.models.encoder import EncoderModel
-from hfkit.nn import window_attention
 from hfkit.nn.attention import PackedBatch, attention
 
 from .parity.tiny import HFKIT_AUTO, VOCAB, tiny_reference
@@ -159,18 +159,14 @@ def test_unpadded_equals_padded_cpu(family, task, tmp_path):
 
 
 @pytest.mark.parametrize("left", [False, True], ids=["right", "left"])
-def test_modernbert_positions_and_windows(left, tmp_path, monkeypatch):
-    """Rotary positions are gathered from the padded positions (left padding too), explicit position_ids as well;
-    with the tables a row per position (window_attention.BY_POSITION) the packed pass is the same, bit for bit."""
+def test_modernbert_positions_and_windows(left, tmp_path):
+    """Rotary positions are gathered from the padded positions (left padding too), explicit position_ids as well."""
     reference, model = load("modernbert", "base", tmp_path, config={"local_attention": 6})
     batch = batch_of(reference.config, [23, 5, 14], left=left)
     for extra in ({}, {"position_ids": torch.arange(23)[None, :].expand(3, -1) + 3}):
         padded = run(model, {**batch, **extra}, False).last_hidden_state
         packed = run(model, {**batch, **extra}, True).last_hidden_state
         assert real_diff(packed, padded, batch["attention_mask"]) <= 1e-5
-        with monkeypatch.context() as patch:
-            patch.setattr(window_attention, "BY_POSITION", not window_attention.BY_POSITION)
-            assert torch.equal(run(model, {**batch, **extra}, True).last_hidden_state, packed)
     # and the padded path still matches transformers here (the reference of both)
     with torch.no_grad():
         expected = reference(**batch).last_hidden_state

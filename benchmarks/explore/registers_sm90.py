@@ -73,17 +73,14 @@ def decode_cases():
 
 
 def window_cases():
-    """window_attention at ModernBERT-base's heads (64), window 64 each side, the shipped launch shape: without
-    RoPE, with it from tables per token, and per position."""
-    for rope, by_position in ((False, False), (True, False), (True, True)):
+    """window_attention at ModernBERT-base's heads (64), window 64 each side, the shipped launch shape."""
+    for rope in (False, True):
         pointers = {n: "*bf16" for n in ("q_ptr", "k_ptr", "v_ptr", "o_ptr", "cos_ptr", "sin_ptr")}
-        pointers.update(row_ptr="*i32", pos_ptr="*i32")
-        constexprs = {"WINDOW": 64, "D": 64, "ROPE": rope, "BY_POSITION": by_position,
-                      "HEADS_FIRST": window_attention.HEADS_FIRST, "UPCAST": False,
-                      "BLOCK_M": window_attention.BLOCK_M, "BLOCK_N": window_attention.BLOCK_N}
-        label = f"window_attention bf16{' ROPE' if rope else ''}{' by position' if by_position else ''}"
-        yield label, window_attention._window_attention_kernel, pointers, constexprs, 4, {"N"}, \
-            {"num_stages": window_attention.STAGES or 3}
+        pointers.update(row_ptr="*i32")
+        constexprs = {"WINDOW": 64, "D": 64, "ROPE": rope, "HEADS_FIRST": window_attention.HEADS_FIRST,
+                      "UPCAST": False, "BLOCK_M": window_attention.BLOCK_M, "BLOCK_N": window_attention.BLOCK_N}
+        yield f"window_attention bf16{' ROPE' if rope else ''}", window_attention._window_attention_kernel, \
+            pointers, constexprs, 4, {"N"}, {"num_stages": window_attention.STAGES or 3}
 
 
 def matvec_cases():

@@ -8,9 +8,9 @@ kernel (RoPE inside) at every launch shape of SWEEP, and the kernel after apply_
 (b) The ModernBERT-base-shaped encoder, unpadded with compile_layers(), whole passes over the 512 texts as one
 batch: the kernel with RoPE inside (`window_attention.ROTATES`, shipped), the kernel after apply_rope, each also at
 three pipeline stages (`window_attention.STAGES`, shipped 1), varlen_attn windows, and the shipped pass with the
-residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`), with 32 keys a step (`window_attention.BLOCK_N`),
-heads first (`HEADS_FIRST`) and the rotary tables a row per position (`BY_POSITION`, in (a) too); in the same process
-(CUDA events, medians, round-robin).
+residual sums inside the GEMMs (`fused_linear.RESIDUAL_EPILOGUE`), with 32 keys a step (`window_attention.BLOCK_N`)
+and with one head's query blocks first (`HEADS_FIRST` off; in (a) too); in the same process (CUDA events, medians,
+round-robin).
 
     PYTHONPATH=src python benchmarks/explore/window_attention.py [--repeats 7] [--sweep]
 """
@@ -48,9 +48,7 @@ def attention_alone(batch: dict, sweep: bool, heads: int = 12, head_dim: int = 6
     n, longest, cu = int(packed.cu_seqlens[-1]), packed.max_len, packed.cu_seqlens
     qkv = torch.randn(n, 3, heads, head_dim, device="cuda", dtype=torch.bfloat16)  # as the model's q | k | v view
     q, k, v = qkv.unbind(1)
-    positions = (packed.indices % packed.shape[1]).to(torch.int32)  # (N,)
-    cos, sin = rope_tables(head_dim, 10000.0, positions, torch.bfloat16)  # (N, D)
-    cos_p, sin_p = rope_tables(head_dim, 10000.0, torch.arange(longest, device="cuda"), torch.bfloat16)  # (P, D)
+    cos, sin = rope_tables(head_dim, 10000.0, packed.indices % packed.shape[1], torch.bfloat16)  # (N, D)
     qr, kr = apply_rope(q, k, cos, sin)
     varlen = lambda **kw: packed.kernel(qr, kr, v, cu, cu, longest, longest, **kw)
     reference = varlen(window_size=(window, window)).float()
@@ -62,12 +60,9 @@ def attention_alone(batch: dict, sweep: bool, heads: int = 12, head_dim: int = 6
                 "apply_rope, then kernel": lambda: window_attention.window_attention(
                     *apply_rope(q, k, cos, sin), v, packed.rows, window, scale)}
     shipped = variants["kernel, RoPE inside"]
-    for by_position in (False, True):  # tables per position (P, D) with each token's position; heads first
-        for heads_first in (False, True):
-            label = f"kernel, RoPE inside, {'by position' if by_position else 'per token'}, heads first {heads_first}"
-            tables = (cos_p, sin_p, positions) if by_position else (cos, sin, None)
-            variants[label] = lambda t=tables, h=heads_first: window_attention.launch(
-                q, k, v, packed.rows, window, scale, t[0], t[1], positions=t[2], heads_first=h)
+    for order in (window_attention.HEADS_FIRST, not window_attention.HEADS_FIRST):  # the shipped order again, the other
+        variants[f"kernel, RoPE inside, heads first {order}"] = lambda h=order: window_attention.launch(
+            q, k, v, packed.rows, window, scale, cos, sin, heads_first=h)
     if sweep:
         for block_m, block_n, warps, stages in SWEEP:
             variants[f"kernel, RoPE inside, {block_m}/{block_n}/{warps} warps/{stages} stages"] = (
@@ -113,7 +108,6 @@ def whole_passes(repeats: int) -> None:
         return run
 
     RESIDUAL = (fused_linear, "RESIDUAL_EPILOGUE", True)
-    BY_POSITION = (window_attention, "BY_POSITION", True)
     variants = {"kernel, RoPE inside (shipped)": forward(True, True),
                 "kernel, RoPE inside, 3 stages": forward(True, True, 3),
                 "kernel after apply_rope": forward(True, False),
@@ -121,10 +115,8 @@ def whole_passes(repeats: int) -> None:
                 "varlen_attn windows": forward(False, False),
                 "shipped + residual epilogue": forward(True, True, flags=(RESIDUAL,)),
                 "shipped, 32 keys a step": forward(True, True, flags=((window_attention, "BLOCK_N", 32),)),
-                "shipped, heads first": forward(True, True, flags=((window_attention, "HEADS_FIRST", True),)),
-                "shipped, rotary tables by position": forward(True, True, flags=(BY_POSITION,)),
-                "shipped, by position, heads first": forward(True, True, flags=(
-                    BY_POSITION, (window_attention, "HEADS_FIRST", True)))}
+                "shipped, one head's query blocks first": forward(True, True, flags=(
+                    (window_attention, "HEADS_FIRST", False),))}
     with torch.inference_mode():
         batch = batches[0]
         keep = batch["attention_mask"].bool()

@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..nn import window_attention
 from ..nn.activations import activation
 from ..nn.attention import (
     VARLEN_DTYPES,
@@ -211,20 +210,14 @@ class EncoderModel(PreTrainedModel):
         if self.projection is not None:
             x = self.projection(x)  # (B, T, H)
         B, T = x.shape[:2]
-        counted = position_ids is None
-        if counted:
+        if position_ids is None:
             position_ids = torch.arange(T, device=x.device)[None, :]  # (1, T)
         hooks, packed = self.stack_hooks, None
         if self.use_unpadded(x, attention_mask, unpadded):
-            # drop the pads once: the stack runs on (N, H), N real tokens. Rotary tables: a row per token (N, D), or
-            # for counted positions under window_attention.BY_POSITION a row per position (T, D) and each token's
+            # drop the pads once: the stack runs on (N, H), N real tokens; rotary positions are gathered per token
             keep = attention_mask if attention_mask is not None else torch.ones(B, T, dtype=torch.bool, device=x.device)
             packed = PackedBatch.from_mask(keep.to(x.device))
-            x, positions = packed.unpad(x), packed.unpad(position_ids.expand(B, T))  # (N, H), (N,)
-            if counted and window_attention.BY_POSITION and self.rope_thetas:
-                packed, position_ids = packed.at_positions(positions), position_ids[0]  # tables (T, D)
-            else:
-                position_ids = positions  # tables (N, D)
+            x, position_ids = packed.unpad(x), packed.unpad(position_ids.expand(B, T))  # (N, H), (N,)
             mask, context = packed, None
         elif hooks is None:
             mask, context = padding_mask(attention_mask, x.dtype), None  # (B, 1, 1, T) or None

@@ -267,17 +267,14 @@ class PackedBatch:
 
     indices: (N,) flat positions b·T + t of the real tokens; cu_seqlens: (B+1,) int32 offsets of each row's tokens
     in the packed order; max_len: the longest row; keep: the (B, T) boolean attention mask; window: the sliding
-    window (|i - j| <= window) of the layer this descriptor is handed to, None: full attention; positions: (N,)
-    int32, each token's row in the rotary tables handed with this batch (`at_positions`), None: their rows are the
-    tokens (N, D).
+    window (|i - j| <= window) of the layer this descriptor is handed to, None: full attention.
 
     kernel / kernel_takes_window: varlen_attn (None on CPU or without it) and whether it takes window_size, looked
     up once here, outside the layers: compiled layers then trace no lookup (`globals()`, `inspect`), which would
     break their graph around every attention call."""
 
-    def __init__(self, indices, cu_seqlens, max_len: int, keep, window: int | None = None, positions=None):
+    def __init__(self, indices, cu_seqlens, max_len: int, keep, window: int | None = None):
         self.indices, self.cu_seqlens, self.max_len, self.keep, self.window = indices, cu_seqlens, max_len, keep, window
-        self.positions = positions
         # (N,) int32 row of each token, for the sliding-window kernel: only a windowed layer's descriptor needs it
         self.rows = (indices // keep.shape[1]).to(torch.int32) if window is not None else None
         self.kernel = varlen_kernel() if keep.is_cuda else None
@@ -296,11 +293,7 @@ class PackedBatch:
         return tuple(self.keep.shape)
 
     def windowed(self, window: int | None) -> "PackedBatch":
-        return PackedBatch(self.indices, self.cu_seqlens, self.max_len, self.keep, window, self.positions)
-
-    def at_positions(self, positions: torch.Tensor) -> "PackedBatch":  # (N,) rows of the rotary tables
-        return PackedBatch(self.indices, self.cu_seqlens, self.max_len, self.keep, self.window,
-                           positions.to(torch.int32))
+        return PackedBatch(self.indices, self.cu_seqlens, self.max_len, self.keep, window)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, ...) → (N, ...)
         return x.reshape(-1, *x.shape[2:]).index_select(0, self.indices)
@@ -319,23 +312,19 @@ def packed_attention(
     packed: PackedBatch,
     dropout_p: float = 0.0,
     scale: float | None = None,
-    rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (P, D) rows at packed.positions, else (N, D)
+    rope: tuple[torch.Tensor, torch.Tensor] | None = None,  # cos, sin (N, D): q and k rotated first
 ) -> torch.Tensor:  # (N, H, D)
     """Attention within each packed sequence (and its window): the sliding-window kernel where it applies (RoPE
     inside it where window_attention.ROTATES), varlen_attn where it runs, else the padded path."""
     window = packed.window
     kernel = window is not None and window_attention.applies(q, k, v, dropout_p)
-    positions = packed.positions if rope is not None else None
-    if positions is not None and not (kernel and window_attention.ROTATES):
-        rope, positions = tuple(table[positions] for table in rope), None  # (N, D) each: a row per token
     if rope is not None and not (kernel and window_attention.ROTATES):
         q, k = apply_rope(q, k, *rope)
         rope = None
     if kernel:
         scale = q.shape[-1] ** -0.5 if scale is None else scale
         cos, sin = rope or (None, None)
-        return window_attention.window_attention(q, k, v, packed.rows, window, scale, cos=cos, sin=sin,
-                                                 positions=positions)
+        return window_attention.window_attention(q, k, v, packed.rows, window, scale, cos=cos, sin=sin)
     if (packed.kernel is not None and q.dtype in VARLEN_DTYPES and dropout_p == 0.0
             and (window is None or packed.kernel_takes_window)):
         kwargs = {"scale": scale}

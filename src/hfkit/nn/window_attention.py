@@ -44,12 +44,11 @@ ROTATES = True
 # Pipeline stages of a launch (None: Triton's default, 3). One stage, with RoPE inside: 0.71 against 0.97 ms alone
 # on 130k tokens (nineteenth session); after apply_rope: whole passes 84.4 against 86.8 ms (twenty-third)
 STAGES = 1
-# Program ids over the heads of a query block fastest: the block's cos/sin and key rows stay in L2 for its heads
-HEADS_FIRST = False
-# Packed encoders with counted positions build their rotary tables a row per position (T, D) and hand the kernel
-# each token's position, where a row per token (N, D) streams N rows from memory for every head (the global layers
-# gather their rows in the compiled RoPE). Off until timed on a GPU: tables per token (N, D).
-BY_POSITION = False
+# Program ids over the heads of a query block fastest (the block's keys and cos/sin rows are read by its heads
+# together): alone on 130k tokens 0.729 / 0.678 against 0.774 / 0.716 ms in two processes on an H100, whole
+# ModernBERT-base passes 84.2 against 86.1 ms (within that run's noise); outputs equal (twenty-fourth session).
+# False: one head's query blocks fastest (A/B measurements).
+HEADS_FIRST = True
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> bool:
@@ -61,31 +60,26 @@ def applies(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float)
 if triton is not None:
 
     @triton.jit
-    def _rotated(ptr, offs, ok, stride, head_offset, pos_ptr, cos_ptr, sin_ptr, ROPE: tl.constexpr,
-                 BY_POSITION: tl.constexpr, UPCAST: tl.constexpr, HALF: tl.constexpr):
+    def _rotated(ptr, offs, ok, stride, head_offset, cos_ptr, sin_ptr, ROPE: tl.constexpr, UPCAST: tl.constexpr,
+                 HALF: tl.constexpr):
         """Rows `offs` of one head as two halves (R, HALF) each, the head's features [0, HALF) and [HALF, 2·HALF);
-        ROPE: rotated by their rows' angles in float32 and rounded back, as apply_rope: the cos/sin tables' rows
-        `offs` (N, 2·HALF), or BY_POSITION their rows positions[offs] (P, 2·HALF)."""
+        ROPE: rotated by their rows' angles (cos/sin (N, 2·HALF)) in float32 and rounded back, as apply_rope."""
         offs_h = tl.arange(0, HALF)
         at = ptr + offs[:, None] * stride + head_offset + offs_h[None, :]
         x1 = tl.load(at, mask=ok[:, None], other=0.0)
         x2 = tl.load(at + HALF, mask=ok[:, None], other=0.0)
         if ROPE:
-            table_rows = offs
-            if BY_POSITION:
-                table_rows = tl.load(pos_ptr + offs, mask=ok, other=0)
-            angle = table_rows[:, None] * (2 * HALF) + offs_h[None, :]  # (R, HALF) in the tables
+            angle = offs[:, None] * (2 * HALF) + offs_h[None, :]  # (R, HALF) in the (N, 2·HALF) tables
             x1, x2 = rotate_halves(x1, x2, cos_ptr, sin_ptr, angle, ok[:, None], False, HALF)
         if UPCAST:
             x1, x2 = x1.to(tl.float32), x2.to(tl.float32)
         return x1, x2
 
     @triton.jit
-    def _window_attention_kernel(q_ptr, k_ptr, v_ptr, row_ptr, pos_ptr, cos_ptr, sin_ptr, o_ptr, N, scale_log2,
-                                 sq_n, sq_h, sk_n, sk_h, sv_n, sv_h, so_n, so_h, WINDOW: tl.constexpr,
-                                 D: tl.constexpr, ROPE: tl.constexpr, BY_POSITION: tl.constexpr,
-                                 HEADS_FIRST: tl.constexpr, UPCAST: tl.constexpr, BLOCK_M: tl.constexpr,
-                                 BLOCK_N: tl.constexpr):
+    def _window_attention_kernel(q_ptr, k_ptr, v_ptr, row_ptr, cos_ptr, sin_ptr, o_ptr, N, scale_log2, sq_n, sq_h,
+                                 sk_n, sk_h, sv_n, sv_h, so_n, so_h, WINDOW: tl.constexpr, D: tl.constexpr,
+                                 ROPE: tl.constexpr, HEADS_FIRST: tl.constexpr, UPCAST: tl.constexpr,
+                                 BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
         """D (a power of two ≥ 32) split in halves: q · kᵀ = q₁ · k₁ᵀ + q₂ · k₂ᵀ, so RoPE can rotate the
         halves in registers. HEADS_FIRST: program ids run over the heads of a query block fastest."""
         HALF: tl.constexpr = D // 2
@@ -97,8 +91,7 @@ if triton is not None:
         offs_d = tl.arange(0, D)
         m_ok = offs_m < N
         # (BLOCK_M, HALF) each
-        q1, q2 = _rotated(q_ptr, offs_m, m_ok, sq_n, h * sq_h, pos_ptr, cos_ptr, sin_ptr, ROPE, BY_POSITION, UPCAST,
-                          HALF)
+        q1, q2 = _rotated(q_ptr, offs_m, m_ok, sq_n, h * sq_h, cos_ptr, sin_ptr, ROPE, UPCAST, HALF)
         row_q = tl.load(row_ptr + offs_m, mask=m_ok, other=-1)  # (BLOCK_M,) sequence of each query
         precision: tl.constexpr = "ieee" if UPCAST else "tf32"  # (only float32 operands use it)
         top = tl.full((BLOCK_M,), -1e30, tl.float32)  # running max, in log2 units
@@ -108,8 +101,7 @@ if triton is not None:
             offs_n = first - WINDOW + block * BLOCK_N + tl.arange(0, BLOCK_N)  # (BLOCK_N,) packed key positions
             n_ok = (offs_n >= 0) & (offs_n < N)
             row_k = tl.load(row_ptr + offs_n, mask=n_ok, other=-2)
-            k1, k2 = _rotated(k_ptr, offs_n, n_ok, sk_n, h * sk_h, pos_ptr, cos_ptr, sin_ptr, ROPE, BY_POSITION,
-                              UPCAST, HALF)
+            k1, k2 = _rotated(k_ptr, offs_n, n_ok, sk_n, h * sk_h, cos_ptr, sin_ptr, ROPE, UPCAST, HALF)
             v = tl.load(v_ptr + offs_n[:, None] * sv_n + h * sv_h + offs_d[None, :], mask=n_ok[:, None], other=0.0)
             if UPCAST:
                 v = v.to(tl.float32)  # (BLOCK_N, D)
@@ -126,10 +118,9 @@ if triton is not None:
 def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, window: int, scale: float,
            cos: torch.Tensor | None = None, sin: torch.Tensor | None = None, block_m: int = BLOCK_M,
            block_n: int | None = None, num_warps: int | None = None, num_stages: int | None = None,
-           positions: torch.Tensor | None = None, heads_first: bool | None = None) -> torch.Tensor:
-    """The kernel on q, k, v (N, H, D) (each with unit feature stride), q and k rotated by `cos`/`sin` first when
-    given: (N, D) rows per token, or (P, D) rows per position with `positions` (N,) int32, each token's row;
-    block_n, num_warps, num_stages, heads_first: the launch shape (None: the defaults measured best)."""
+           heads_first: bool | None = None) -> torch.Tensor:
+    """The kernel on q, k, v (N, H, D) (each with unit feature stride), q and k rotated by `cos`/`sin` (N, D) first
+    when given; block_n, num_warps, num_stages, heads_first: the launch shape (None: the defaults measured best)."""
     N, H, D = q.shape
     out = torch.empty(N, H, D, dtype=q.dtype, device=q.device)
     upcast = q.dtype == torch.float32 or matvec.INTERPRETED
@@ -137,13 +128,13 @@ def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor
     cos, sin = (cos.contiguous(), sin.contiguous()) if rope else (rows, rows)  # (unused pointers without RoPE)
     stages = num_stages or STAGES
     extra = {} if stages is None else {"num_stages": stages}
-    heads_first = HEADS_FIRST if heads_first is None else heads_first
     blocks = triton.cdiv(N, block_m)
+    heads_first = (HEADS_FIRST if heads_first is None else heads_first) and blocks < 65536  # (the grid's y limit)
     _window_attention_kernel[(H, blocks) if heads_first else (blocks, H)](
-        q, k, v, rows, rows if positions is None else positions, cos, sin, out, N, scale * LOG2_E, q.stride(0),
-        q.stride(1), k.stride(0), k.stride(1), v.stride(0), v.stride(1), out.stride(0), out.stride(1),
-        WINDOW=window, D=D, ROPE=rope, BY_POSITION=positions is not None, HEADS_FIRST=heads_first, UPCAST=upcast,
-        BLOCK_M=block_m, BLOCK_N=block_n or (BLOCK_N if D <= 128 and not upcast else 32),
+        q, k, v, rows, cos, sin, out, N, scale * LOG2_E, q.stride(0), q.stride(1), k.stride(0), k.stride(1),
+        v.stride(0), v.stride(1), out.stride(0), out.stride(1), WINDOW=window, D=D, ROPE=rope,
+        HEADS_FIRST=heads_first, UPCAST=upcast, BLOCK_M=block_m,
+        BLOCK_N=block_n or (BLOCK_N if D <= 128 and not upcast else 32),
         num_warps=num_warps or (4 if block_m <= 64 else 8), **extra)
     return out
 
@@ -151,14 +142,13 @@ def launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor
 @torch.library.custom_op("hfkit::window_attention", mutates_args=())
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, rows: torch.Tensor, window: int,
                      scale: float, block_m: int = BLOCK_M, cos: torch.Tensor | None = None,
-                     sin: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+                     sin: torch.Tensor | None = None) -> torch.Tensor:
     """q, k, v (N, H, D) packed; rows (N,) int32, the sequence of each token (nondecreasing) → (N, H, D); with
-    `cos`/`sin`, q and k rotated by them first (apply_rope, float32): (N, D) per token, or (P, D) per position
-    with `positions` (N,) int32. Only where `applies`."""
+    `cos`/`sin` (N, D), q and k rotated by them first (apply_rope, float32). Only where `applies`."""
     q, k, v = (t if t.stride(-1) == 1 else t.contiguous() for t in (q, k, v))
-    return launch(q, k, v, rows, window, scale, cos, sin, block_m, positions=positions)
+    return launch(q, k, v, rows, window, scale, cos, sin, block_m)
 
 
 @window_attention.register_fake
-def _(q, k, v, rows, window, scale, block_m=BLOCK_M, cos=None, sin=None, positions=None):
+def _(q, k, v, rows, window, scale, block_m=BLOCK_M, cos=None, sin=None):
     return torch.empty_like(q, memory_format=torch.contiguous_format)
