@@ -34,7 +34,8 @@ ENABLED = True
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 BLOCK_M = 64  # queries per program (benchmarks/explore/window_attention.py)
 # keys per inner step, half precision with heads of ≤ 128 (else 32). Alone on 130k tokens with RoPE inside, 32 took
-# 0.662 against 0.714 ms (nineteenth session's sweep); whole passes not yet timed with 32 (explore script)
+# 0.662 against 0.714 ms (nineteenth session's sweep); whole passes 83.6 against 86.1 ms, within that run's noise
+# (twenty-fourth), and the outputs round otherwise (the softmax runs over other blocks)
 BLOCK_N = 64
 HEAD_DIMS = (32, 64, 128, 256)  # split in halves for RoPE, each at least tl.dot's 16
 # The layer's RoPE inside the kernel, q and k read unrotated from the q | k | v product: saves a pass that reads and
