@@ -7,7 +7,9 @@ in a copy; --fused, bf16 only). --int8: the model under quantize_weights_int8. -
 products; --int8: the int8 step as the third session had it, unstacked layers and inductor's products), and the
 shipped step with K/V repeated for SDPA (and, with --attention-kernel, with SDPA's folded query heads instead of
 `nn.decode_attention`); --candidates: also the step with each kernel switch of CANDIDATES set against the
-default; --profile: the kernels of 50 step replays; --options: inductor options added to STEP_OPTIONS, one
+default; --profile: the kernels of 50 step replays, and their timeline: the time each kernel moves the step's
+finish line, and the GPU's idle time, per kernel and per position in the step (what durations cannot say when
+dependent launches overlap the kernels); --options: inductor options added to STEP_OPTIONS, one
 variant per argument (KEY=VALUE[,KEY=VALUE]), each compiled afresh in this process, e.g.
 `--options "" combo_kernels=True triton.enable_pdl=True`.
 
@@ -57,7 +59,7 @@ def loop_ms(fn, n=200) -> float:
 
 
 def kernel_table(replay, steps: int = 50) -> str:
-    """GPU kernels of `steps` replays: total, launches, and the top kernels (per step)."""
+    """GPU kernels of `steps` replays: total, launches, the top kernels (per step), then the step's timeline."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
@@ -65,16 +67,48 @@ def kernel_table(replay, steps: int = 50) -> str:
             replay()
         torch.cuda.synchronize()
     kernels: dict[str, list[float]] = {}
+    spans = []  # (start, end, name) of every kernel, µs
     for event in prof.events():
         if event.device_type == torch.autograd.DeviceType.CUDA:
             entry = kernels.setdefault(event.name, [0.0, 0])
             entry[0] += event.device_time_total
             entry[1] += 1
+            spans.append((event.time_range.start, event.time_range.end, event.name))
     total = sum(us for us, _ in kernels.values()) / steps
     lines = [f"per step: {total / 1e3:.3f} ms of kernels, {sum(n for _, n in kernels.values()) / steps:.0f} launches"]
     for name, (us, n) in sorted(kernels.items(), key=lambda kv: -kv[1][0])[:25]:
         lines.append(f"  {us / steps:8.1f} us  {n / steps:5.1f}x  {name[:120]}")
-    return "\n".join(lines)
+    return "\n".join([*lines, *timeline(sorted(spans), steps)])
+
+
+def timeline(spans: list[tuple[float, float, str]], steps: int) -> list[str]:
+    """Where the replays' wall time goes when kernels overlap (dependent launches start a kernel while the one before
+    it runs, so durations include waits and sum to more than the step): in start order, each kernel is charged the
+    time by which it moves the finish line past every earlier kernel's end, and idle time is the GPU running nothing
+    before it starts. These two sum to the wall time. Per kernel name, then per position in the step (the replays
+    launch the same sequence; `steps` of them)."""
+    finish, charged, idle, rows = spans[0][0], {}, {}, []
+    for start, end, name in spans:
+        gap = max(0.0, start - finish)
+        extend = max(0.0, end - max(finish, start))
+        finish = max(finish, end)
+        charged[name] = charged.get(name, 0.0) + extend
+        idle[name] = idle.get(name, 0.0) + gap
+        rows.append((name, end - start, extend, gap))
+    wall = spans[-1][1] - spans[0][0]
+    lines = [(f"timeline: {wall / steps:.1f} us a step = {sum(charged.values()) / steps:.1f} us of kernels moving the "
+              f"finish line + {sum(idle.values()) / steps:.1f} us idle")]
+    for name in sorted(charged, key=lambda n: -charged[n] - idle[n]):
+        lines.append(f"  {charged[name] / steps:8.1f} us charged  {idle[name] / steps:6.1f} us idle before  {name[:100]}")
+    per_step = len(rows) // steps
+    if per_step * steps != len(rows):
+        return [*lines, f"  ({len(rows)} kernels in {steps} replays: no common sequence, no positions)"]
+    lines.append("position in the step: duration / charged / idle before (us, mean over the replays), kernel")
+    for j in range(per_step):
+        at = rows[j::per_step]
+        duration, extend, gap = (sum(row[i] for row in at) / steps for i in (1, 2, 3))
+        lines.append(f"  {j:3d} {duration:7.1f} {extend:7.1f} {gap:6.1f}  {at[0][0][:90]}")
+    return lines
 
 
 def fuse(model) -> None:
