@@ -273,7 +273,8 @@ def check_static_decode_steps(tmp: Path) -> None:
     mask = torch.ones_like(ids)
     mask[1, :4] = 0
     gpu_config, launch, steps, default = matvec.config_for, decode_attention._launch, [], decode_attention.STEP_ON
-    matvec.config_for = lambda n, k, glu=False, *more: {**gpu_config(n, k, glu, *more), "BLOCK_N": 32}  # as check_decoders
+    # as check_decoders
+    matvec.config_for = lambda n, k, glu=False, *more: {**gpu_config(n, k, glu, *more), "BLOCK_N": 32}
     decode_attention._launch = lambda *args: steps.append(len(args) > 6 and args[6] is not None) or launch(*args)
     try:
         for family in ("llama", "qwen3"):

@@ -99,7 +99,8 @@ def timeline(spans: list[tuple[float, float, str]], steps: int) -> list[str]:
     lines = [(f"timeline: {wall / steps:.1f} us a step = {sum(charged.values()) / steps:.1f} us of kernels moving the "
               f"finish line + {sum(idle.values()) / steps:.1f} us idle")]
     for name in sorted(charged, key=lambda n: -charged[n] - idle[n]):
-        lines.append(f"  {charged[name] / steps:8.1f} us charged  {idle[name] / steps:6.1f} us idle before  {name[:100]}")
+        lines.append(f"  {charged[name] / steps:8.1f} us charged  {idle[name] / steps:6.1f} us idle before  "
+                     f"{name[:100]}")
     per_step = len(rows) // steps
     if per_step * steps != len(rows):
         return [*lines, f"  ({len(rows)} kernels in {steps} replays: no common sequence, no positions)"]
