@@ -49,10 +49,13 @@ def test_static_eos_padding_and_compile_fallback_on_cpu(tmp_path):
     assert torch.equal(static, dynamic)
 
 
+@pytest.mark.parametrize("lagged", [False, True])
 @pytest.mark.parametrize("check_every", [1, 2, 16])
-def test_static_greedy_stops_where_the_token_loop_stops(tmp_path, monkeypatch, check_every):
-    """The captured greedy step checks for EOS only every EOS_CHECK_EVERY tokens; the extra steps are cut off."""
+def test_static_greedy_stops_where_the_token_loop_stops(tmp_path, monkeypatch, check_every, lagged):
+    """The captured greedy step checks for EOS only every EOS_CHECK_EVERY tokens (lagged: each answer read one check
+    late); the extra steps are cut off."""
     monkeypatch.setattr(greedy_static, "EOS_CHECK_EVERY", check_every)
+    monkeypatch.setattr(greedy_static, "LAGGED_EOS_CHECK", lagged)
     _, ours = build(tmp_path, "llama")
     ids, mask = left_padded()
     free = generate_tokens(ours, ids, mask, max_new_tokens=12, cache="static")

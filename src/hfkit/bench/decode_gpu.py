@@ -4,8 +4,9 @@ compiled with each kernel switch of CANDIDATES set against the default (the deco
 layers' norms apart: matvec.PDL off; dependent launches with the norms apart: matvec.FUSED_NORMS off; inductor's
 kernels as dependent launches too; the steps without their RoPE and cache writes inside the attention kernel,
 decode_attention.STEP_ON off; the step's argmax in one reduction, greedy_static.SPLIT_ARGMAX off; launch shapes of
-bf16 weights by product, matvec.WIDE_SHAPES), and static +
-compiled with int8 weights (opt-in, lossy), all in this one process on the same weights and prompt.
+bf16 weights by product, matvec.WIDE_SHAPES), static + compiled with an EOS set (the host's checks read back at
+once, or one check late: greedy_static.LAGGED_EOS_CHECK), and static + compiled with int8 weights (opt-in, lossy),
+all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
 synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph
@@ -98,8 +99,15 @@ def main(argv: list[str] | None = None):
         kw = {} if cache == "dynamic" else {"cache_implementation": "static"}
         return lambda n: reference.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, **kw)
 
-    def ours_(cache, compile=False, model=ours):
-        return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=None, cache=cache, compile=compile)
+    def ours_(cache, compile=False, model=ours, eos=None):
+        return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=eos, pad_token_id=eos,
+                                         cache=cache, compile=compile)
+
+    def with_eos(lagged):  # an EOS id outside the prompt that greedy decoding is not expected to reach (checked below)
+        def run(n):
+            with switched([(greedy_static, "LAGGED_EOS_CHECK", lagged)]):
+                return ours_("static", True, ours_fused, eos=config.vocab_size - 1)(n)
+        return run
 
     def candidate(flags):
         def run(n):
@@ -116,6 +124,8 @@ def main(argv: list[str] | None = None):
         "hfkit, static cache": ours_("static"),
         "hfkit, static cache + compile (reduce-overhead)": ours_("static", True),
         **{f"hfkit, static cache + compile + {label}": candidate(flags) for label, flags in CANDIDATES.items()},
+        "hfkit, static cache + compile, an EOS set, checks read back at once": with_eos(False),
+        "hfkit, static cache + compile, an EOS set, checks read late (greedy_static.LAGGED_EOS_CHECK)": with_eos(True),
         "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
     variants = {name: variants[name] for name in only_variants(variants, args.only)}
@@ -157,7 +167,10 @@ def main(argv: list[str] | None = None):
         decode = statistics.median(t[0] for t in ts)
         spread = (max(t[0] for t in ts) - min(t[0] for t in ts)) / decode
         new = outputs[name][0, args.prompt:]
-        same = "" if base is None else str(int((new == base[0, args.prompt:]).cumprod(0).sum()))
+        if len(new) < args.new:  # an EOS row's EOS came: its time is for fewer tokens
+            print(f"note: {name} stopped after {len(new)} new tokens")
+        equal = min(len(new), base.shape[1] - args.prompt) if base is not None else 0
+        same = "" if base is None else str(int((new[:equal] == base[0, args.prompt:][:equal]).cumprod(0).sum()))
         rows.append((name, (args.new - 1) / decode, decode * 1e3 / (args.new - 1), statistics.median(t[2] for t in ts) * 1e3,
                      spread, same))
     with torch.inference_mode():  # what int8 weights cost: the prompt's next-token logits against bf16 weights

@@ -4,7 +4,8 @@ One step runs the forward pass, the argmax, the EOS bookkeeping, stores the toke
 next position, all in place on device tensors (`GreedyState`). Under `compile=True` that is one CUDA graph per
 token and the host only replays it: no argmax, copies or position updates between graphs, and no read-back. With an
 EOS the host asks whether every row has finished only every `EOS_CHECK_EVERY` tokens (a read-back drains the GPU's
-queue); the steps run past the last row's EOS are cut off, so the output is the token-by-token loop's exactly.
+queue; `LAGGED_EOS_CHECK`: the answer one check late, without draining it); the steps run past the last row's EOS
+are cut off, so the output is the token-by-token loop's exactly.
 
 Used by `generate_tokens(cache="static")` for greedy decoding without logits processors or stop strings; sampling
 and processors keep the loop in `decode.py`.
@@ -20,6 +21,13 @@ import torch.nn.functional as F
 from .static_cache import StaticCache, compiled_step, decode_static
 
 EOS_CHECK_EVERY = 16  # tokens between the host's "all rows finished?" checks; at most this many wasted steps
+# LAGGED_EOS_CHECK: each check's answer is queued behind the steps (a copy to pinned memory and an event) and read at
+# the next check, which waits at most for the steps before the last one: the queue never drains. A read-back at once
+# waits for every queued step, then the GPU idles while the host issues the next replays (0.24 ms of host time each
+# on an H100, RESULTS.md, twenty-second session): ~0.25 ms every EOS_CHECK_EVERY tokens. Lagged, up
+# to 2 · EOS_CHECK_EVERY steps run past the last EOS, cut off as before. Off until timed on a GPU (decode_gpu.py
+# candidate).
+LAGGED_EOS_CHECK = False
 # SPLIT_ARGMAX: the step's argmax over the vocabulary as two reductions (`split_argmax`). A compiled batch-1 step
 # reduces 128256 logits in one GPU program: 24 µs of a 1.15 ms step on an H100 (RESULTS.md, twenty-second session).
 # Split: 893 against 873 tok/s in one process on an H100 (twenty-third session). False: one reduction (A/B runs).
@@ -59,6 +67,7 @@ class GreedyState:
         self.pad: int | None = None
         self.out = torch.zeros(batch, capacity, **long)  # (B, capacity) the generated tokens
         self.count = torch.zeros(1, **long)  # tokens in `out`
+        self.all_finished = torch.zeros((), dtype=torch.bool, pin_memory=device.type == "cuda")  # a lagged answer
         if hasattr(torch, "_dynamo"):
             for t in (self.token, self.position, self.unfinished, self.eos, self.out, self.count):
                 torch._dynamo.mark_static_address(t)
@@ -85,6 +94,31 @@ class GreedyState:
         self.count.fill_(1)
 
 
+class FinishedCheck:
+    """"Has every row finished?", answered at once (a read-back) or, `lagged`, as it stood at the call before
+    (False at the first call): each call then queues its own answer behind the steps and reads the last one's."""
+
+    def __init__(self, state: GreedyState, lagged: bool):
+        self.state, self.lagged, self.asked = state, lagged, False
+        self.answered: torch.cuda.Event | None = None  # recorded after the last call's answer (CUDA)
+
+    def __call__(self) -> bool:
+        unfinished, flag = self.state.unfinished, self.state.all_finished
+        if not self.lagged:
+            return not bool(unfinished.any())
+        answer = False
+        if self.asked:
+            if self.answered is not None:
+                self.answered.synchronize()  # the steps up to the last call; those after it stay queued
+            answer = bool(flag)
+        flag.copy_(~unfinished.any(), non_blocking=True)
+        if unfinished.is_cuda:
+            self.answered = torch.cuda.Event()
+            self.answered.record()
+        self.asked = True
+        return answer
+
+
 _STATES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # StaticCache → its GreedyState
 
 
@@ -107,9 +141,10 @@ def greedy_static(model, logits: torch.Tensor, kv: StaticCache, position: torch.
     state = GreedyState.for_cache(kv, logits.shape[0], eos)
     state.start(logits, position, eos, pad)
     step = compiled_step(greedy_step, logits.device, compile)
+    finished = FinishedCheck(state, LAGGED_EOS_CHECK)
     done = 1
     while done < new_tokens:
-        if len(eos) and done % EOS_CHECK_EVERY == 0 and not bool(state.unfinished.any()):
+        if len(eos) and done % EOS_CHECK_EVERY == 0 and finished():
             break
         step(model, state, kv)
         done += 1
