@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
+import shutil
 import statistics
 import tempfile
 import warnings
@@ -103,10 +105,17 @@ def main(argv: list[str] | None = None):
         return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=eos, pad_token_id=eos,
                                          cache=cache, compile=compile)
 
+    @functools.cache
+    def eos_model():  # its own copy: a cache and greedy state of its own (an EOS changes the captured step)
+        reference.save_pretrained(saved := tempfile.mkdtemp())
+        model = hfkit.AutoModelForCausalLM.from_pretrained(saved, dtype="bfloat16", device="cuda")
+        shutil.rmtree(saved)
+        return model
+
     def with_eos(lagged):  # an EOS id outside the prompt that greedy decoding is not expected to reach (checked below)
         def run(n):
             with switched([(greedy_static, "LAGGED_EOS_CHECK", lagged)]):
-                return ours_("static", True, ours_fused, eos=config.vocab_size - 1)(n)
+                return ours_("static", True, eos_model(), eos=config.vocab_size - 1)(n)
         return run
 
     def candidate(flags):
