@@ -278,3 +278,30 @@ def test_cuda_options_match_transformers_on_the_gpu(text_model, exact_cuda_matmu
         got = generate_tokens(ours, ids, mask, tokenizer=tokenizer, **options)
         assert got.device.type == "cuda"
         assert_same(expected, got)
+
+
+@pytest.mark.parametrize(("cache", "every"), [("dynamic", 3), ("static", 3), ("static", 16)])
+def test_sampling_checks_for_eos_every_few_tokens(pair, monkeypatch, cache, every):
+    """With decode.SAMPLED_EOS_CHECK_EVERY > 1 the sampled loop reads back "every row finished?" only every few
+    tokens: the same tokens as every token (cut where that loop stops), and the generator left in the same state
+    (the extra steps' draws undone), for EOS lists that finish the rows at several steps; with a generator passed
+    and the default one."""
+    from hfkit.generation import decode
+
+    _, ours, ids, mask, _ = pair
+    options = dict(do_sample=True, temperature=0.8, top_k=20, max_new_tokens=NEW, pad_token_id=0, cache=cache)
+    free = generate_tokens(ours, ids, mask, generator=torch.Generator().manual_seed(3), eos_token_id=None, **options)
+    T = ids.shape[1]
+    for steps in [(1, 4, 7), (2, 2, 5), (8, 0, 3)]:  # each row's EOS by then: every row finishes early
+        eos = [int(free[row, T + step]) for row, step in enumerate(steps)]
+        runs = []
+        for check_every in (1, every):
+            monkeypatch.setattr(decode, "SAMPLED_EOS_CHECK_EVERY", check_every)
+            generator = torch.Generator().manual_seed(3)
+            out = generate_tokens(ours, ids, mask, generator=generator, eos_token_id=eos, **options)
+            torch.manual_seed(9)
+            default = generate_tokens(ours, ids, mask, eos_token_id=eos, **options)
+            runs.append((out, generator.get_state(), default, torch.get_rng_state()))
+        (out, state, default, default_state), (out_n, state_n, default_n, default_state_n) = runs
+        assert torch.equal(out_n, out) and torch.equal(default_n, default), eos
+        assert torch.equal(state_n, state) and torch.equal(default_state_n, default_state), eos

@@ -5,7 +5,8 @@ layers' norms apart: matvec.PDL off; dependent launches with the norms apart: ma
 kernels as dependent launches too; the steps without their RoPE and cache writes inside the attention kernel,
 decode_attention.STEP_ON off; the step's argmax in one reduction, greedy_static.SPLIT_ARGMAX off; launch shapes of
 bf16 weights by product, matvec.WIDE_SHAPES), static + compiled with an EOS set (the host's checks read back at
-once, or one check late: greedy_static.LAGGED_EOS_CHECK), and static + compiled with int8 weights (opt-in, lossy),
+once, or one check late: greedy_static.LAGGED_EOS_CHECK), top-k sampling with that EOS (checked every token, or every
+16: decode.SAMPLED_EOS_CHECK_EVERY), and static + compiled with int8 weights (opt-in, lossy),
 all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
@@ -29,6 +30,7 @@ import torch
 import transformers
 
 import hfkit
+from hfkit.generation import decode as sampled_loop
 from hfkit.generation import generate_tokens, greedy_static, static_cache
 from hfkit.nn import decode_attention, matvec
 from hfkit.nn.quantize import quantize_weights_int8
@@ -118,6 +120,15 @@ def main(argv: list[str] | None = None):
                 return ours_("static", True, eos_model(), eos=config.vocab_size - 1)(n)
         return run
 
+    def sampled(every):  # top-k sampling, seeded the same for each call, with that EOS
+        def run(n):
+            eos = config.vocab_size - 1
+            with switched([(sampled_loop, "SAMPLED_EOS_CHECK_EVERY", every)]):
+                return generate_tokens(eos_model(), ids, mask, max_new_tokens=n, do_sample=True, top_k=50,
+                                       generator=torch.Generator("cuda").manual_seed(0), eos_token_id=eos,
+                                       pad_token_id=eos, cache="static", compile=True)
+        return run
+
     def candidate(flags):
         def run(n):
             with switched(flags):
@@ -135,6 +146,8 @@ def main(argv: list[str] | None = None):
         **{f"hfkit, static cache + compile + {label}": candidate(flags) for label, flags in CANDIDATES.items()},
         "hfkit, static cache + compile, an EOS set, checks read back at once": with_eos(False),
         "hfkit, static cache + compile, an EOS set, checks read late (greedy_static.LAGGED_EOS_CHECK)": with_eos(True),
+        "hfkit, static cache + compile, top-k sampling, an EOS set, checked every token": sampled(1),
+        "hfkit, static cache + compile, top-k sampling, an EOS set, every 16 (SAMPLED_EOS_CHECK_EVERY)": sampled(16),
         "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
     variants = {name: variants[name] for name in only_variants(variants, args.only)}

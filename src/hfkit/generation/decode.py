@@ -22,6 +22,13 @@ from .stopping import StopStrings
 
 __all__ = ["GenerationConfig", "decode_one_token", "generate_tokens", "position_ids_from_mask", "prefill"]
 
+# SAMPLED_EOS_CHECK_EVERY: tokens between the sampled (or processed) loop's "every row finished?" read-backs with an
+# EOS. 1: every token, as transformers; each read-back waits for the GPU's queue to drain, and the GPU then idles
+# while the host processes the logits and issues the next step. More: steps run past the last row's EOS until the
+# next check, then are cut off and their draws undone (`DrawStates`), as greedy_static.EOS_CHECK_EVERY (16) does for
+# the greedy step. Stop strings are matched every token regardless. 1 until timed on a GPU (decode_gpu.py rows).
+SAMPLED_EOS_CHECK_EVERY = 1
+
 
 def generate_tokens(
     model,
@@ -104,19 +111,58 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Gen
     seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if gc.repetition_penalty != 1.0 else None
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     tokens = [input_ids]
+    every = SAMPLED_EOS_CHECK_EVERY if stop is None else 1  # stop strings: matched every token
+    draws = DrawStates(generator, input_ids.device, gc.do_sample and len(eos) > 0 and every > 1)
     for length in range(input_ids.shape[1], max_length):  # `length` tokens so far
         token = next_token(process(logits, gc, seen, eos, length, min_length), gc.do_sample, generator)  # (B,)
+        draws.keep()
         if len(eos):  # transformers pads finished rows only when an EOS criterion exists; without one, no kernels
             token = finish_rows(token, unfinished, eos, pad)
         tokens.append(token[:, None])
         if stop is not None:
             unfinished &= ~stop(torch.cat(tokens[-stop.window:], dim=1))
-        if length + 1 == max_length or ((len(eos) or stop is not None) and not bool(unfinished.any())):  # no sync without EOS
+        # a read-back (a sync) only with an EOS or stop strings, every `every` new tokens
+        checks = (len(eos) or stop is not None) and (length + 1 - input_ids.shape[1]) % every == 0
+        if length + 1 == max_length or (checks and not bool(unfinished.any())):
             break
+        if checks:
+            draws.clear()
         if seen is not None:
             seen = mark_seen(seen, token)
         if cache != "static":  # the static cache keeps its own fixed-shape mask
             attention_mask = torch.cat((attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)), dim=1)
         position = position + 1
         logits = decode(token[:, None], attention_mask, position)
-    return torch.cat(tokens, dim=1)
+    out = torch.cat(tokens, dim=1)
+    if every > 1 and len(eos) and not bool(unfinished.any()):  # cut where the token-by-token loop stopped
+        new = out[:, input_ids.shape[1]:]  # (B, N) each row holds an EOS
+        last = int(torch.isin(new, eos).long().argmax(1).max())  # the step that finished the last row
+        draws.back_to(last - (new.shape[1] - len(draws.states)))
+        out = out[:, : input_ids.shape[1] + last + 1]
+    return out
+
+
+class DrawStates:
+    """The sampling generator's state after each draw since the last EOS check (`keep`), so that the draws of steps
+    run past the last row's EOS can be undone (`back_to`): the generator ends as the token-by-token loop leaves it.
+    Inactive (no state kept) for greedy decoding, without an EOS or with a check every token."""
+
+    def __init__(self, generator: torch.Generator | None, device: torch.device, active: bool):
+        if active and generator is None:  # torch.multinomial's default: the device's generator
+            cuda = device.type == "cuda"
+            index = device.index if device.index is not None else torch.cuda.current_device() if cuda else 0
+            generator = torch.cuda.default_generators[index] if cuda else torch.default_generator
+        self.generator = generator if active else None
+        self.states: list[torch.Tensor] = []
+
+    def keep(self) -> None:
+        if self.generator is not None:
+            self.states.append(self.generator.get_state())
+
+    def clear(self) -> None:
+        self.states.clear()
+
+    def back_to(self, index: int) -> None:
+        """The state after the draw `index` (0: the first kept since the last check)."""
+        if self.generator is not None:
+            self.generator.set_state(self.states[index])
