@@ -68,6 +68,18 @@ def test_static_greedy_stops_where_the_token_loop_stops(tmp_path, monkeypatch, c
         assert torch.equal(one, generate_tokens(ours, ids[:1], mask[:1], max_new_tokens=12, eos_token_id=eos, pad_token_id=0))
 
 
+def test_lagged_finished_check_answers_one_call_late():
+    """LAGGED_EOS_CHECK's check returns the answer as it stood at the call before (False at the first)."""
+    state = greedy_static.GreedyState(2, 8, 1, torch.device("cpu"))
+    now, lagged = greedy_static.FinishedCheck(state, False), greedy_static.FinishedCheck(state, True)
+    assert not lagged() and not now()
+    state.unfinished.fill_(False)
+    assert now() and not lagged()  # the lagged one still answers with the first call's "not finished"
+    assert lagged()
+    state.unfinished[1] = True
+    assert not now() and lagged() and not lagged()
+
+
 def test_greedy_step_is_one_graph(tmp_path, monkeypatch):
     """What compile=True captures per token — forward, argmax, EOS bookkeeping, in-place input updates — traces as one
     graph (fullgraph=True) that is compiled once and reused for every token, and decodes the same tokens."""
