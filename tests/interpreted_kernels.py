@@ -244,7 +244,7 @@ def check_decoders(tmp: Path) -> None:
     Python (~40 ms each on a 2-core EPYC), so these run 32 weight rows a program; the GPU's 1–2 rows a program are
     checked above (check_kernels, check_float_kernels) and by the CUDA tests."""
     gpu_config, launch = matvec.config_for, matvec._launch
-    matvec.config_for = lambda n, k, glu=False, *more: {**gpu_config(n, k, glu, *more), "BLOCK_N": 32}
+    matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}
     try:
         with mock.patch.object(matvec, "FUSED_NORMS", False):  # the norms apart, as on GPUs before sm_90
             for family in ("llama", "gemma", "qwen2"):
@@ -274,7 +274,7 @@ def check_static_decode_steps(tmp: Path) -> None:
     mask[1, :4] = 0
     gpu_config, launch, steps, default = matvec.config_for, decode_attention._launch, [], decode_attention.STEP_ON
     # as check_decoders
-    matvec.config_for = lambda n, k, glu=False, *more: {**gpu_config(n, k, glu, *more), "BLOCK_N": 32}
+    matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}
     decode_attention._launch = lambda *args: steps.append(len(args) > 6 and args[6] is not None) or launch(*args)
     try:
         for family in ("llama", "qwen3"):

@@ -282,10 +282,11 @@ def test_cuda_options_match_transformers_on_the_gpu(text_model, exact_cuda_matmu
 
 @pytest.mark.parametrize(("cache", "every"), [("dynamic", 3), ("static", 3), ("static", 16)])
 def test_sampling_checks_for_eos_every_few_tokens(pair, monkeypatch, cache, every):
-    """With decode.SAMPLED_EOS_CHECK_EVERY > 1 the sampled loop reads back "every row finished?" only every few
-    tokens: the same tokens as every token (cut where that loop stops), and the generator left in the same state
-    (the extra steps' draws undone), for EOS lists that finish the rows at several steps; with a generator passed
-    and the default one."""
+    """With decode.SAMPLED_EOS_CHECK_EVERY > 1 (on CUDA by default, forced here on the CPU) the sampled loop reads
+    back "every row finished?" only every few tokens: the same tokens as every token (cut where that loop stops), and
+    the generator left in the same state (the extra steps' draws undone), for EOS lists that finish the rows at
+    several steps; with a generator passed and the default one."""
+
     from hfkit.generation import decode
 
     _, ours, ids, mask, _ = pair
@@ -296,7 +297,7 @@ def test_sampling_checks_for_eos_every_few_tokens(pair, monkeypatch, cache, ever
         eos = [int(free[row, T + step]) for row, step in enumerate(steps)]
         runs = []
         for check_every in (1, every):
-            monkeypatch.setattr(decode, "SAMPLED_EOS_CHECK_EVERY", check_every)
+            monkeypatch.setattr(decode, "SAMPLED_EOS_CHECK_EVERY", {"cpu": check_every})
             generator = torch.Generator().manual_seed(3)
             out = generate_tokens(ours, ids, mask, generator=generator, eos_token_id=eos, **options)
             torch.manual_seed(9)

@@ -118,7 +118,7 @@ def main() -> None:
             ref = F.silu(gate) * up
         if residual is not None:
             ref = ref + residual.double()
-        shipped = matvec.config_for(out_rows, k, glu, size, norm is not None)
+        shipped = matvec.config_for(out_rows, k, glu=glu)
         rates = {}
         for config in [shipped] if args.quick else [shipped, *sweep(glu)]:
             if config["BLOCK_K"] > triton.next_power_of_2(k):

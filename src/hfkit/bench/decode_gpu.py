@@ -2,11 +2,11 @@
 prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, static +
 compiled with each kernel switch of CANDIDATES set against the default (the decode kernels as plain launches, the
 layers' norms apart: matvec.PDL off; dependent launches with the norms apart: matvec.FUSED_NORMS off; inductor's
-kernels as dependent launches too; the steps without their RoPE and cache writes inside the attention kernel,
-decode_attention.STEP_ON off; the step's argmax in one reduction, greedy_static.SPLIT_ARGMAX off; launch shapes of
-bf16 weights by product, matvec.WIDE_SHAPES), static + compiled with an EOS set (the host's checks read back at
-once, or one check late: greedy_static.LAGGED_EOS_CHECK), top-k sampling with that EOS (checked every token, or every
-16: decode.SAMPLED_EOS_CHECK_EVERY), and static + compiled with int8 weights (opt-in, lossy),
+kernels as dependent launches too; inductor's independent kernels apart: no combo kernels; the steps without their
+RoPE and cache writes inside the attention kernel, decode_attention.STEP_ON off; the step's argmax in one reduction,
+greedy_static.SPLIT_ARGMAX off), static + compiled with an EOS set (the host's checks read one check late, or back
+at once: greedy_static.LAGGED_EOS_CHECK off), top-k sampling with that EOS (checked every 16 tokens, or every
+token: decode.SAMPLED_EOS_CHECK_EVERY at 1), and static + compiled with int8 weights (opt-in, lossy),
 all in this one process on the same weights and prompt.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
@@ -69,11 +69,10 @@ CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): t
     "dependent launches, norms apart (matvec.FUSED_NORMS off)": ((matvec, "FUSED_NORMS", False),),
     "inductor's kernels as dependent launches too (triton.enable_pdl)": (
         (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True}),),
+    "inductor's independent kernels apart (no combo_kernels)": (
+        (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "combo_kernels": False}),),
     "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),
     "argmax in one reduction (greedy_static.SPLIT_ARGMAX off)": ((greedy_static, "SPLIT_ARGMAX", False),),
-    "LM head at (4, 2048, 8) (matvec.WIDE_SHAPES)": ((matvec, "WIDE_SHAPES", {"head": (4, 2048, 8)}),),
-    "LM head, q|k|v at (4, 2048, 8), gate|up at (1, 2048, 4) (matvec.WIDE_SHAPES)": (
-        (matvec, "WIDE_SHAPES", {"head": (4, 2048, 8), "normed": (4, 2048, 8), "glu": (1, 2048, 4)}),),
 }
 
 
@@ -123,7 +122,7 @@ def main(argv: list[str] | None = None):
     def sampled(every):  # top-k sampling, seeded the same for each call, with that EOS
         def run(n):
             eos = config.vocab_size - 1
-            with switched([(sampled_loop, "SAMPLED_EOS_CHECK_EVERY", every)]):
+            with switched([(sampled_loop, "SAMPLED_EOS_CHECK_EVERY", {"cuda": every})]):
                 return generate_tokens(eos_model(), ids, mask, max_new_tokens=n, do_sample=True, top_k=50,
                                        generator=torch.Generator("cuda").manual_seed(0), eos_token_id=eos,
                                        pad_token_id=eos, cache="static", compile=True)
@@ -144,10 +143,10 @@ def main(argv: list[str] | None = None):
         "hfkit, static cache": ours_("static"),
         "hfkit, static cache + compile (reduce-overhead)": ours_("static", True),
         **{f"hfkit, static cache + compile + {label}": candidate(flags) for label, flags in CANDIDATES.items()},
-        "hfkit, static cache + compile, an EOS set, checks read back at once": with_eos(False),
-        "hfkit, static cache + compile, an EOS set, checks read late (greedy_static.LAGGED_EOS_CHECK)": with_eos(True),
+        "hfkit, static cache + compile, an EOS set (checks read one late)": with_eos(True),
+        "hfkit, static cache + compile, an EOS set, read back at once (LAGGED_EOS_CHECK off)": with_eos(False),
+        "hfkit, static cache + compile, top-k sampling, an EOS set (checked every 16 tokens)": sampled(16),
         "hfkit, static cache + compile, top-k sampling, an EOS set, checked every token": sampled(1),
-        "hfkit, static cache + compile, top-k sampling, an EOS set, every 16 (SAMPLED_EOS_CHECK_EVERY)": sampled(16),
         "hfkit, static cache + compile + quantize_weights_int8 (opt-in, lossy)": ours_("static", True, ours_int8),
     }
     variants = {name: variants[name] for name in only_variants(variants, args.only)}

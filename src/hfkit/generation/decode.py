@@ -23,11 +23,13 @@ from .stopping import StopStrings
 __all__ = ["GenerationConfig", "decode_one_token", "generate_tokens", "position_ids_from_mask", "prefill"]
 
 # SAMPLED_EOS_CHECK_EVERY: tokens between the sampled (or processed) loop's "every row finished?" read-backs with an
-# EOS. 1: every token, as transformers; each read-back waits for the GPU's queue to drain, and the GPU then idles
-# while the host processes the logits and issues the next step. More: steps run past the last row's EOS until the
-# next check, then are cut off and their draws undone (`DrawStates`), as greedy_static.EOS_CHECK_EVERY (16) does for
-# the greedy step. Stop strings are matched every token regardless. 1 until timed on a GPU (decode_gpu.py rows).
-SAMPLED_EOS_CHECK_EVERY = 1
+# EOS. Each read-back waits for the GPU's queue to drain, and the GPU then idles while the host processes the logits
+# and issues the next step; so the loop reads back every 16 tokens, as greedy_static.EOS_CHECK_EVERY does for the
+# greedy step, and cuts off the steps run past the last row's EOS, their draws undone (`DrawStates`). Top-k sampling
+# of the Llama-3.2-1B shape on an H100: 705 against 578 tok/s checking every token, tokens and generator states
+# equal (RESULTS.md, twenty-fifth session). By device type; elsewhere every token, as transformers (a CPU's
+# read-back costs nothing, extra steps would). Stop strings are matched every token regardless.
+SAMPLED_EOS_CHECK_EVERY = {"cuda": 16}
 
 
 def generate_tokens(
@@ -111,7 +113,7 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Gen
     seen = seen_tokens(input_ids, attention_mask, logits.shape[-1]) if gc.repetition_penalty != 1.0 else None
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     tokens = [input_ids]
-    every = SAMPLED_EOS_CHECK_EVERY if stop is None else 1  # stop strings: matched every token
+    every = SAMPLED_EOS_CHECK_EVERY.get(input_ids.device.type, 1) if stop is None else 1
     draws = DrawStates(generator, input_ids.device, gc.do_sample and len(eos) > 0 and every > 1)
     for length in range(input_ids.shape[1], max_length):  # `length` tokens so far
         token = next_token(process(logits, gc, seen, eos, length, min_length), gc.do_sample, generator)  # (B,)

@@ -22,12 +22,11 @@ from .static_cache import StaticCache, compiled_step, decode_static
 
 EOS_CHECK_EVERY = 16  # tokens between the host's "all rows finished?" checks; at most this many wasted steps
 # LAGGED_EOS_CHECK: each check's answer is queued behind the steps (a copy to pinned memory and an event) and read at
-# the next check, which waits at most for the steps before the last one: the queue never drains. A read-back at once
-# waits for every queued step, then the GPU idles while the host issues the next replays (0.24 ms of host time each
-# on an H100, RESULTS.md, twenty-second session): ~0.25 ms every EOS_CHECK_EVERY tokens. Lagged, up
-# to 2 · EOS_CHECK_EVERY steps run past the last EOS, cut off as before. Off until timed on a GPU (decode_gpu.py
-# candidate).
-LAGGED_EOS_CHECK = False
+# the next check, which waits at most for the steps before the last one: the queue never drains (a read-back at once
+# waits for every queued step, then the GPU idles while the host issues the next replays). Up to 2 · EOS_CHECK_EVERY
+# steps then run past the last EOS, cut off as before. With an EOS set, 892 against 882 tok/s in one process on an
+# H100 (895 without an EOS; RESULTS.md, twenty-fifth session). False: read back at once (A/B runs).
+LAGGED_EOS_CHECK = True
 # SPLIT_ARGMAX: the step's argmax over the vocabulary as two reductions (`split_argmax`). A compiled batch-1 step
 # reduces 128256 logits in one GPU program: 24 µs of a 1.15 ms step on an H100 (RESULTS.md, twenty-second session).
 # Split: 893 against 873 tok/s in one process on an H100 (twenty-third session). False: one reduction (A/B runs).

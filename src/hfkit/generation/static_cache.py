@@ -165,10 +165,13 @@ def warn_once(message: str) -> None:
 _CHOSEN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _FORMS: dict = {}  # (step, options) → its compiled forms, fullgraph=True first, then with graph breaks (all models)
 # mode="reduce-overhead" (CUDA graphs) plus gpt-fast's coordinate-descent tuning of the generated kernels: on the H100
-# a Llama-1B-shaped bf16 step went from 1.66 to 1.36 ms (benchmarks/explore/decode_step.py). Tried and left off:
-# combo kernels (int8 step 1.204 → 1.150 ms but bf16 1.325 → 1.364 ms), programmatic dependent launch of inductor's
-# kernels (int8 1.294 ms; with nn.matvec's kernels as dependent launches, matvec.PDL, within noise)
-STEP_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True}
+# a Llama-1B-shaped bf16 step went from 1.66 to 1.36 ms (benchmarks/explore/decode_step.py). Combo kernels (inductor's
+# independent kernels fused side by side: the step's bookkeeping at both ends): once every kernel of a layer was
+# hfkit's, 907 against 889 and 908 against 892 tok/s in two processes on an H100 (twenty-fifth session; on the
+# step of the third session, bf16 1.325 → 1.364 ms). Tried and left off: programmatic dependent launch of inductor's
+# kernels (int8 1.294 ms; with nn.matvec's kernels as dependent launches, matvec.PDL, within noise; with combo
+# kernels 904 against 907 tok/s)
+STEP_OPTIONS = {"triton.cudagraphs": True, "coordinate_descent_tuning": True, "combo_kernels": True}
 
 
 def compiled_step(step, device: torch.device, compile: bool = True):

@@ -55,10 +55,6 @@ INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"  # Triton's interpreter:
 # (RESULTS.md, twenty-first and twenty-second sessions). False: plain launches, the norms apart (A/B measurements).
 PDL = True
 FUSED_NORMS = True
-# Launch shapes (BLOCK_N, BLOCK_K, num_warps) of 2-byte weights by product (product_kind: "head", "normed" for
-# q | k | v with the norm inside, "glu", "deep" for K > 4096, "plain") where config_for's int8-swept ones lose.
-# Empty until timed in whole decode steps (decode_gpu.py candidates): config_for's shapes for every weight.
-WIDE_SHAPES: dict[str, tuple[int, int, int]] = {}
 
 # A CPU build of torch runs the kernels only under the interpreter: elsewhere Triton is not imported (where it is
 # installed, its import was ~0.2 s of a 0.45 s CPU model load).
@@ -122,24 +118,12 @@ def norms_inside(x: torch.Tensor) -> bool:
     return FUSED_NORMS and (INTERPRETED or (PDL and hopper_or_later(x.device)))
 
 
-def product_kind(n: int, k: int, glu: bool, norm: bool) -> str:
-    """The product an (n, k) weight is in a decode step, as WIDE_SHAPES names them."""
-    if glu:
-        return "glu"
-    if n >= 65536:
-        return "head"
-    return "normed" if norm else "deep" if k > 4096 else "plain"
-
-
-def config_for(n: int, k: int, glu: bool = False, itemsize: int = 1, norm: bool = False) -> dict:
-    """Launch shape for an (n, k) weight (2n rows for the GLU form) of `itemsize` bytes an element, `norm` inside:
-    32 float32 per-lane sums per thread, few rows per program so that even a 2048-row weight spreads over every
-    multiprocessor. The fastest shapes of `benchmarks/explore/matvec_sweep.py --weights int8` on an H100
-    (Llama-1B's products, 2026-12-05); 2-byte weights take WIDE_SHAPES' where it names the product."""
-    wide = WIDE_SHAPES.get(product_kind(n, k, glu, norm)) if itemsize == 2 else None
-    if wide is not None:
-        block_n, block_k, warps = wide
-        return {"BLOCK_N": block_n, "BLOCK_K": min(block_k, triton.next_power_of_2(k)), "num_warps": warps}
+def config_for(n: int, k: int, glu: bool = False) -> dict:
+    """Launch shape for an (n, k) weight (2n rows for the GLU form): 32 float32 per-lane sums per thread, few
+    rows per program so that even a 2048-row weight spreads over every multiprocessor. The fastest shapes of
+    `benchmarks/explore/matvec_sweep.py --weights int8` on an H100 (Llama-1B's products, 2026-12-05); bf16 weights
+    take them too: the eighth session's bf16 sweep's best shapes for the LM head and q | k | v (alone, 165.3 vs
+    172.8 and 6.15 vs 6.42 µs) made whole steps slower (891 and 886 vs 895 tok/s, twenty-fifth session)."""
     if glu:
         return {"BLOCK_N": 2, "BLOCK_K": min(1024, triton.next_power_of_2(k)), "num_warps": 4}
     if n >= 65536:  # LM heads: plenty of programs already
@@ -245,7 +229,7 @@ def _launch(x: torch.Tensor, weights: Sequence[torch.Tensor], scales: Sequence[t
     """weights: 1–3 row-major (n_i, K) tensors side by side, or (act > 0) the gate and up weights; `norm` (g, eps)
     and `residual` (..., N) as the kernel's NORM and RESIDUAL."""
     k, n = x.shape[-1], _outputs(weights, act)
-    config = dict(config or config_for(n, k, bool(act), weights[0].element_size(), norm is not None))
+    config = dict(config or config_for(n, k, glu=bool(act)))
     boundaries = itertools.accumulate(w.shape[0] for w in weights[:-1])  # where the second and third weights start
     if not act and any(boundary % config["BLOCK_N"] for boundary in boundaries):
         config["BLOCK_N"] = 1  # a block never straddles two weights
