@@ -15,6 +15,7 @@ from unittest import mock
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch._dynamo.testing import CompileCounterWithBackend
 
 from hfkit.generation.static_cache import StaticCache, decode_static, prefill_static
 from hfkit.nn import decode_attention, matvec
@@ -196,7 +197,7 @@ def decode_step_case(B: int, nh: int, nkv: int, S: int, D: int, slot: int, dtype
 def check_decode_step() -> None:
     """decode_step (RoPE, the cache write, attention and the splits' merge in one kernel) against the torch path
     (decode_step_case); the cache's other slots untouched, the split counts back at zero (more splits than blocks
-    too)."""
+    too); the merge unrolled (MERGE_UNROLLED) bit for bit as its loops."""
     gen = torch.Generator().manual_seed(5)
     for B, nh, nkv, S, D, slot, dtype, splits in [(2, 8, 2, 40, 64, 17, torch.float32, 3),
                                                   (1, 4, 4, 33, 24, 32, torch.bfloat16, None),
@@ -207,6 +208,10 @@ def check_decode_step() -> None:
         before = [t.clone() for t in (keys, values)]
         out = decode_attention.decode_step(*inputs, scale=0.3, splits=splits)
         assert not counts.any()
+        with mock.patch.object(decode_attention, "MERGE_UNROLLED", True):  # the same sums in the same order
+            assert decode_attention.merge_unroll(splits or decode_attention.default_splits(q, keys)) > 0
+            assert torch.equal(decode_attention.decode_step(*inputs, scale=0.3, splits=splits), out)
+        assert not counts.any()
         error = (out.double() - ref).abs().max().item()
         assert out.shape == q.shape and out.dtype == dtype
         # bf16: the interpreter truncates the rotation's three roundings where torch rounds to nearest (a GPU
@@ -215,10 +220,13 @@ def check_decode_step() -> None:
         bound = 1e-6 if dtype == torch.float32 else 3 * torch.finfo(dtype).eps
         assert ((keys - expect_keys).abs() / expect_keys.abs().clamp_min(1)).max() <= bound, (dtype, "keys")
         assert torch.equal(values, expect_values)
-    traced = torch.compile(decode_attention.decode_step, backend="aot_eager", fullgraph=True)  # no graph break
+    counter = CompileCounterWithBackend("aot_eager")
+    traced = torch.compile(decode_attention.decode_step, backend=counter, fullgraph=True)  # no graph break
     again = (*inputs[:5], *before, *inputs[7:])  # the cache as it was before the step
     assert torch.equal(traced(*again, scale=0.3, splits=splits), out)
     assert torch.equal(before[0], keys) and torch.equal(before[1], values)  # the cache written in place
+    with mock.patch.object(decode_attention, "MERGE_UNROLLED", True):  # read while tracing: a compiled step's guard
+        assert torch.equal(traced(*inputs, scale=0.3, splits=splits), out) and counter.frame_count == 2
 
 
 def step_matches_torch_path(model, label: str, left_padded: bool) -> None:

@@ -2,7 +2,8 @@
 prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / static / static + compiled, static +
 compiled with each kernel switch of CANDIDATES set against the default (the decode kernels as plain launches, the
 layers' norms apart: matvec.PDL off; dependent launches with the norms apart: matvec.FUSED_NORMS off; inductor's
-kernels as dependent launches too; inductor's independent kernels apart: no combo kernels; the steps without their
+kernels as dependent launches too; inductor's independent kernels apart: no combo kernels; the attention step
+kernel's merge unrolled, decode_attention.MERGE_UNROLLED, or its cache in fewer splits; the steps without their
 RoPE and cache writes inside the attention kernel, decode_attention.STEP_ON off; the step's argmax in one reduction,
 greedy_static.SPLIT_ARGMAX off), static + compiled with an EOS set (the host's checks read one check late, or back
 at once: greedy_static.LAGGED_EOS_CHECK off), top-k sampling with that EOS (checked every 16 tokens, or every
@@ -71,6 +72,9 @@ CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): t
         (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "triton.enable_pdl": True}),),
     "inductor's independent kernels apart (no combo_kernels)": (
         (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "combo_kernels": False}),),
+    "attention's merge unrolled (decode_attention.MERGE_UNROLLED)": ((decode_attention, "MERGE_UNROLLED", True),),
+    "attention in 3 splits (decode_attention.SPLIT_PROGRAMS 24)": ((decode_attention, "SPLIT_PROGRAMS", 24),),
+    "attention in 1 split (decode_attention.SPLIT_PROGRAMS 8)": ((decode_attention, "SPLIT_PROGRAMS", 8),),
     "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),
     "argmax in one reduction (greedy_static.SPLIT_ARGMAX off)": ((greedy_static, "SPLIT_ARGMAX", False),),
 }

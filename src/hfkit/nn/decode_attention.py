@@ -39,6 +39,17 @@ MAX_CACHE = 8192  # longer caches keep SDPA until the kernel has been measured o
 # measured on an H100 (benchmarks/RESULTS.md, nineteenth session), the compiled Llama-3.2-1B step 822 against 787
 # and 805 tok/s without it (817 vs 790 the session before); keys rounded as apply_rope(upcast=False), bit for bit
 STEP_ON = True
+# MERGE_UNROLLED: the STEP kernel's merge with its split loop unrolled (up to MERGE_UNROLL_MAX splits), so every
+# split's loads are issued before the sums need them, where the loop reads them split after split (each a round
+# trip to L2). In the step's timeline on an H100 the attention kernel took 9.9 µs a layer (0.8 MB read) and the
+# merge's two loops are its longest chain of dependent loads (RESULTS.md, twenty-fifth session). The same sums in
+# the same order: outputs bit for bit. Off until timed on a GPU (decode_gpu.py candidate).
+MERGE_UNROLLED = False
+MERGE_UNROLL_MAX = 16
+# Programs a call aims at (default_splits): Llama-3.2-1B's 8 key/value heads and a 384-key cache run 6 splits of one
+# 64-key block each, merged by the last to finish; fewer programs mean longer splits (a loop of dependent block
+# loads each) and a shorter merge. decode_gpu.py has candidates at 24 (3 splits) and 8 (one, no merge to wait for).
+SPLIT_PROGRAMS = 128
 
 
 def applies(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None, dropout_p: float) -> bool:
@@ -57,13 +68,14 @@ if triton is not None:
                                  sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, skn_b, skn_h, svn_b, svn_h,
                                  G: tl.constexpr, D: tl.constexpr, HAS_MASK: tl.constexpr, STEP: tl.constexpr,
                                  UPCAST: tl.constexpr, PDL: tl.constexpr, BLOCK_G: tl.constexpr,
-                                 BLOCK_HALF: tl.constexpr, BLOCK_S: tl.constexpr):
+                                 BLOCK_HALF: tl.constexpr, BLOCK_S: tl.constexpr,
+                                 UNROLL: tl.constexpr):
         """q · kᵀ as q₁ · k₁ᵀ + q₂ · k₂ᵀ over the halves of D, so that STEP can rotate them in registers: q and
         the step's key kn (unrotated) are rotated by cos/sin (B, D), and the key and value vn are written into the
         cache at `slot` by the program whose split holds it, which also uses them in place of what the slot held.
         STEP also merges the splits: the last program of a (sequence, key/value head) to finish, counted in
-        count_ptr, writes the output (B, nh, D) and sets its count back to 0. PDL: launched as a programmatic
-        dependent launch (nn.matvec)."""
+        count_ptr, writes the output (B, nh, D) and sets its count back to 0 (UNROLL: `_merge_splits`). PDL:
+        launched as a programmatic dependent launch (nn.matvec)."""
         HALF: tl.constexpr = D // 2
         if PDL:
             tl.extra.cuda.gdc_wait()  # q, k and v are the kernel before's
@@ -128,35 +140,54 @@ if triton is not None:
             if tl.atomic_add(count_ptr + pid, 1, sem="acq_rel") == splits - 1:  # the other splits are stored
                 heads = b * NKV * G + h * G + offs_g  # (BLOCK_G,) rows of (B·nh)
                 _merge_splits(acc_ptr, top_ptr, total_ptr, out_ptr, heads, splits, g_ok, d_ok, D, BLOCK_G,
-                              2 * BLOCK_HALF)
+                              2 * BLOCK_HALF, UNROLL)
                 tl.atomic_xchg(count_ptr + pid, 0)  # ready for the next step (a CUDA graph replays the launch)
 
     @triton.jit
     def _merge_splits(acc_ptr, top_ptr, total_ptr, out_ptr, heads, splits, g_ok, d_ok, D: tl.constexpr,
-                      BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr):
+                      BLOCK_G: tl.constexpr, BLOCK_D: tl.constexpr, UNROLL: tl.constexpr):
         """out[heads] (BLOCK_G, D) from the splits' unnormalised sums, each weighted by exp2(its max - the overall
-        max), as `merge` computes it. The loads bypass L1: other multiprocessors stored them."""
+        max), as `merge` computes it. The loads bypass L1: other multiprocessors stored them. UNROLL > 0 (≥ splits):
+        the loops unrolled over UNROLL splits, those past `splits` masked (their weight 0, adding exact zeros)."""
         offs_d = tl.arange(0, BLOCK_D)
         best = tl.full((BLOCK_G,), -1e30, tl.float32)
-        split = 0
-        while split < splits:
-            best = tl.maximum(best, tl.load(top_ptr + heads * splits + split, mask=g_ok, other=-1e30,
-                                            cache_modifier=".cg"))
-            split += 1
         denominator = tl.zeros((BLOCK_G,), tl.float32)
         numerator = tl.zeros((BLOCK_G, BLOCK_D), tl.float32)
-        split = 0
-        while split < splits:
-            at = heads * splits + split  # (BLOCK_G,)
-            weight = tl.exp2(tl.load(top_ptr + at, mask=g_ok, other=-1e30, cache_modifier=".cg") - best)
-            denominator += tl.load(total_ptr + at, mask=g_ok, other=0.0, cache_modifier=".cg") * weight
-            part = tl.load(acc_ptr + at[:, None] * D + offs_d[None, :], mask=g_ok[:, None] & d_ok[None, :],
-                           other=0.0, cache_modifier=".cg")  # (BLOCK_G, BLOCK_D)
-            numerator += part * weight[:, None]
-            split += 1
+        if UNROLL > 0:
+            for split in tl.static_range(UNROLL):
+                best = tl.maximum(best, _split_part(top_ptr, heads * splits + split, g_ok & (split < splits), -1e30))
+            for split in tl.static_range(UNROLL):
+                ok = g_ok & (split < splits)
+                denominator, numerator = _add_split(acc_ptr, top_ptr, total_ptr, heads * splits + split, ok, d_ok,
+                                                    best, denominator, numerator, offs_d, D)
+        else:
+            split = 0
+            while split < splits:
+                best = tl.maximum(best, _split_part(top_ptr, heads * splits + split, g_ok, -1e30))
+                split += 1
+            split = 0
+            while split < splits:
+                denominator, numerator = _add_split(acc_ptr, top_ptr, total_ptr, heads * splits + split, g_ok, d_ok,
+                                                    best, denominator, numerator, offs_d, D)
+                split += 1
         out = numerator / tl.where(denominator > 0, denominator, 1.0)[:, None]  # 0 for a query that sees no key
         tl.store(out_ptr + heads[:, None] * D + offs_d[None, :], out.to(out_ptr.dtype.element_ty),
                  mask=g_ok[:, None] & d_ok[None, :])
+
+    @triton.jit
+    def _split_part(ptr, at, ok, other):
+        """(BLOCK_G,) of a split's maxima or totals, from L2."""
+        return tl.load(ptr + at, mask=ok, other=other, cache_modifier=".cg")
+
+    @triton.jit
+    def _add_split(acc_ptr, top_ptr, total_ptr, at, ok, d_ok, best, denominator, numerator, offs_d,
+                   D: tl.constexpr):
+        """One split (rows `at` (BLOCK_G,)) added to the merge's sums, weighted by exp2(its max - best)."""
+        weight = tl.exp2(_split_part(top_ptr, at, ok, -1e30) - best)
+        denominator += _split_part(total_ptr, at, ok, 0.0) * weight
+        part = tl.load(acc_ptr + at[:, None] * D + offs_d[None, :], mask=ok[:, None] & d_ok[None, :], other=0.0,
+                       cache_modifier=".cg")  # (BLOCK_G, BLOCK_D)
+        return denominator, numerator + part * weight[:, None]
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -178,7 +209,7 @@ def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
     where `takes_step`."""
     splits = default_splits(q, keys) if splits is None else splits
     return decode_step_op(q, k, v, cos, sin, keys, values, slot, counts, mask, scale_for(q, scale), splits,
-                          matvec.launches_dependently(q))
+                          matvec.launches_dependently(q), merge_unroll(splits))  # (traced: a compiled step's guards)
 
 
 def takes_step(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, keys: torch.Tensor,
@@ -190,9 +221,9 @@ def takes_step(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, keys: torch.
 
 
 def default_splits(q: torch.Tensor, k: torch.Tensor) -> int:
-    """Enough parts of the cache for ~128 programs, at least a block each."""
+    """Enough parts of the cache for ~SPLIT_PROGRAMS programs, at least a block each."""
     B, nkv, S, D = k.shape
-    return max(1, min(triton.cdiv(S, _block_s(q.dtype, D)), 128 // (B * nkv)))
+    return max(1, min(triton.cdiv(S, _block_s(q.dtype, D)), SPLIT_PROGRAMS // (B * nkv)))
 
 
 def scale_for(q: torch.Tensor, scale: float | None) -> float:
@@ -207,14 +238,22 @@ def merge(q: torch.Tensor, acc: torch.Tensor, top: torch.Tensor, total: torch.Te
     return out.unsqueeze(2).to(q.dtype)
 
 
+def merge_unroll(splits: int) -> int:
+    """The merge's UNROLL for `splits`: a power of two ≥ splits under MERGE_UNROLLED (up to MERGE_UNROLL_MAX),
+    else 0 (the loops)."""
+    unroll = triton.next_power_of_2(splits)
+    return unroll if MERGE_UNROLLED and unroll <= MERGE_UNROLL_MAX else 0
+
+
 def _block_s(dtype: torch.dtype, D: int) -> int:
     """Keys per block: as many as fit without register spills."""
     return max(16, (2048 if dtype == torch.float32 else 4096) // max(16, triton.next_power_of_2(D)))
 
 
-def _launch(q, k, v, mask, scale, splits, step=None, pdl=False):
+def _launch(q, k, v, mask, scale, splits, step=None, pdl=False, unroll=0):
     """The kernel → acc, top, total and the output; step: (k_new, v_new, cos, sin, slot, counts) for STEP, which
-    writes the output (else empty); pdl: a programmatic dependent launch (matvec.dependent_launch)."""
+    writes the output (else empty), merging with `unroll` (merge_unroll); pdl: a programmatic dependent launch
+    (matvec.dependent_launch)."""
     B, nh, _, D = q.shape
     nkv, S = k.shape[1], k.shape[2]
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -241,7 +280,8 @@ def _launch(q, k, v, mask, scale, splits, step=None, pdl=False):
         kn.stride(0), kn.stride(1), vn.stride(0), vn.stride(1), G=G, D=D, HAS_MASK=mask is not None,
         STEP=step is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED,
         BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, num_warps=4,
+        BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, UNROLL=unroll,
+        num_warps=4,
         **(STEP_LAUNCH if step is not None else {}), **matvec.dependent_launch(pdl, q.device))
     return acc, top, total, out
 
@@ -272,12 +312,12 @@ def _(q, k, v, mask, scale, splits, pdl):
 @torch.library.custom_op("hfkit::decode_step", mutates_args=("keys", "values", "counts"))
 def decode_step_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                    keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, counts: torch.Tensor,
-                   mask: torch.Tensor | None, scale: float, splits: int, pdl: bool) -> torch.Tensor:
+                   mask: torch.Tensor | None, scale: float, splits: int, pdl: bool, unroll: int) -> torch.Tensor:
     """The STEP kernel: the step's rotated key and value written into `keys`, `values` (each with unit feature
     stride, as a cache's buffers are) at `slot`, the splits merged in the kernel → (B, nh, 1, D)."""
-    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot, counts), pdl)[3]
+    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot, counts), pdl, unroll)[3]
 
 
 @decode_step_op.register_fake
-def _(q, k, v, cos, sin, keys, values, slot, counts, mask, scale, splits, pdl):
+def _(q, k, v, cos, sin, keys, values, slot, counts, mask, scale, splits, pdl, unroll):
     return torch.empty_like(q, memory_format=torch.contiguous_format)
