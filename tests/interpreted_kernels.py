@@ -281,8 +281,7 @@ def check_static_decode_steps(tmp: Path) -> None:
     mask = torch.ones_like(ids)
     mask[1, :4] = 0
     gpu_config, launch, steps, default = matvec.config_for, decode_attention._launch, [], decode_attention.STEP_ON
-    # as check_decoders
-    matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}
+    matvec.config_for = lambda n, k, glu=False: {**gpu_config(n, k, glu), "BLOCK_N": 32}  # as check_decoders
     decode_attention._launch = lambda *args: steps.append(len(args) > 6 and args[6] is not None) or launch(*args)
     try:
         for family in ("llama", "qwen3"):

@@ -286,7 +286,6 @@ def test_sampling_checks_for_eos_every_few_tokens(pair, monkeypatch, cache, ever
     back "every row finished?" only every few tokens: the same tokens as every token (cut where that loop stops), and
     the generator left in the same state (the extra steps' draws undone), for EOS lists that finish the rows at
     several steps; with a generator passed and the default one."""
-
     from hfkit.generation import decode
 
     _, ours, ids, mask, _ = pair

@@ -20,9 +20,9 @@ capture included), then rounds round-robin across variants; the median is report
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import functools
-import shutil
 import statistics
 import tempfile
 import warnings
@@ -110,22 +110,17 @@ def main(argv: list[str] | None = None):
         return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=eos, pad_token_id=eos,
                                          cache=cache, compile=compile)
 
-    @functools.cache
-    def eos_model():  # its own copy: a cache and greedy state of its own (an EOS changes the captured step)
-        reference.save_pretrained(saved := tempfile.mkdtemp())
-        model = hfkit.AutoModelForCausalLM.from_pretrained(saved, dtype="bfloat16", device="cuda")
-        shutil.rmtree(saved)
-        return model
+    eos = config.vocab_size - 1  # outside the prompt; greedy decoding is not expected to reach it (checked below)
+    eos_model = functools.cache(lambda: copy.deepcopy(ours))  # its own cache and greedy state: an EOS changes the step
 
-    def with_eos(lagged):  # an EOS id outside the prompt that greedy decoding is not expected to reach (checked below)
+    def with_eos(lagged):
         def run(n):
             with switched([(greedy_static, "LAGGED_EOS_CHECK", lagged)]):
-                return ours_("static", True, eos_model(), eos=config.vocab_size - 1)(n)
+                return ours_("static", True, eos_model(), eos=eos)(n)
         return run
 
     def sampled(every):  # top-k sampling, seeded the same for each call, with that EOS
         def run(n):
-            eos = config.vocab_size - 1
             with switched([(sampled_loop, "SAMPLED_EOS_CHECK_EVERY", {"cuda": every})]):
                 return generate_tokens(eos_model(), ids, mask, max_new_tokens=n, do_sample=True, top_k=50,
                                        generator=torch.Generator("cuda").manual_seed(0), eos_token_id=eos,

@@ -13,7 +13,7 @@ import torch
 from ..models.decoder import KVCache
 from .beam import beam_search
 from .config import GenerationConfig
-from .greedy_static import finish_rows, greedy_static
+from .greedy_static import finish_rows, greedy_static, last_finish
 from .processors import mark_seen, next_token, process, seen_tokens
 from .speculative import check_speculative, speculates, speculative_decode
 from .static_cache import compiled_step, decode_static, prefill_static, static_cache_for, warn_once
@@ -137,9 +137,8 @@ def sample(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, gc: Gen
         logits = decode(token[:, None], attention_mask, position)
     out = torch.cat(tokens, dim=1)
     if every > 1 and len(eos) and not bool(unfinished.any()):  # cut where the token-by-token loop stopped
-        new = out[:, input_ids.shape[1]:]  # (B, N) each row holds an EOS
-        last = int(torch.isin(new, eos).long().argmax(1).max())  # the step that finished the last row
-        draws.back_to(last - (new.shape[1] - len(draws.states)))
+        last = last_finish(out[:, input_ids.shape[1]:], eos)
+        draws.back_to(last)
         out = out[:, : input_ids.shape[1] + last + 1]
     return out
 
@@ -155,16 +154,18 @@ class DrawStates:
             index = device.index if device.index is not None else torch.cuda.current_device() if cuda else 0
             generator = torch.cuda.default_generators[index] if cuda else torch.default_generator
         self.generator = generator if active else None
-        self.states: list[torch.Tensor] = []
+        self.states: list[torch.Tensor] = []  # after the draws of steps drawn - len(states) … drawn - 1
+        self.drawn = 0
 
     def keep(self) -> None:
         if self.generator is not None:
             self.states.append(self.generator.get_state())
+        self.drawn += 1
 
     def clear(self) -> None:
         self.states.clear()
 
-    def back_to(self, index: int) -> None:
-        """The state after the draw `index` (0: the first kept since the last check)."""
+    def back_to(self, step: int) -> None:
+        """The state after step `step`'s draw (0: the first new token's; a step since the last check)."""
         if self.generator is not None:
-            self.generator.set_state(self.states[index])
+            self.generator.set_state(self.states[step - (self.drawn - len(self.states))])

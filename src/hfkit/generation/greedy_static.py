@@ -41,6 +41,12 @@ def finish_rows(token: torch.Tensor, unfinished: torch.Tensor, eos: torch.Tensor
     return token
 
 
+def last_finish(new: torch.Tensor, eos: torch.Tensor) -> int:
+    """new (B, N) tokens in which every row holds an EOS → the step at which the last row finished: where the
+    token-by-token loop stops, so steps run past it (checks every few tokens) are cut off."""
+    return int(torch.isin(new, eos).long().argmax(1).max())  # the first EOS of each row, the latest of them
+
+
 def split_argmax(logits: torch.Tensor, chunk: int) -> torch.Tensor:  # (B,)
     """logits (B, V) → argmax (B,), the first maximal index as torch.argmax (NaN counting as maximal), through the
     maxima of chunks of `chunk` logits: the first reduction runs over B · ⌈V / chunk⌉ rows, side by side."""
@@ -149,6 +155,5 @@ def greedy_static(model, logits: torch.Tensor, kv: StaticCache, position: torch.
         done += 1
     out = state.out[:, :done]
     if len(eos) and not bool(state.unfinished.any()):  # cut after the last row's EOS, where the token loop stops
-        first_eos = torch.isin(out, eos).long().argmax(1)  # (B,) every row has one
-        out = out[:, : int(first_eos.max()) + 1]
+        out = out[:, : last_finish(out, eos) + 1]
     return out.clone()  # the state's buffer is refilled by the next call
