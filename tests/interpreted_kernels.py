@@ -197,7 +197,8 @@ def decode_step_case(B: int, nh: int, nkv: int, S: int, D: int, slot: int, dtype
 def check_decode_step() -> None:
     """decode_step (RoPE, the cache write, attention and the splits' merge in one kernel) against the torch path
     (decode_step_case); the cache's other slots untouched, the split counts back at zero (more splits than blocks
-    too); the merge unrolled (MERGE_UNROLLED) bit for bit as its loops."""
+    too); the merge unrolled (MERGE_UNROLLED) bit for bit as its loops, and so the first block loaded early
+    (EARLY_LOADS)."""
     gen = torch.Generator().manual_seed(5)
     for B, nh, nkv, S, D, slot, dtype, splits in [(2, 8, 2, 40, 64, 17, torch.float32, 3),
                                                   (1, 4, 4, 33, 24, 32, torch.bfloat16, None),
@@ -210,6 +211,8 @@ def check_decode_step() -> None:
         assert not counts.any()
         with mock.patch.object(decode_attention, "MERGE_UNROLLED", True):  # the same sums in the same order
             assert decode_attention.merge_unroll(splits or decode_attention.default_splits(q, keys)) > 0
+            assert torch.equal(decode_attention.decode_step(*inputs, scale=0.3, splits=splits), out)
+        with mock.patch.object(decode_attention, "EARLY_LOADS", True):  # the same blocks in the same order
             assert torch.equal(decode_attention.decode_step(*inputs, scale=0.3, splits=splits), out)
         assert not counts.any()
         error = (out.double() - ref).abs().max().item()
@@ -225,8 +228,9 @@ def check_decode_step() -> None:
     again = (*inputs[:5], *before, *inputs[7:])  # the cache as it was before the step
     assert torch.equal(traced(*again, scale=0.3, splits=splits), out)
     assert torch.equal(before[0], keys) and torch.equal(before[1], values)  # the cache written in place
-    with mock.patch.object(decode_attention, "MERGE_UNROLLED", True):  # read while tracing: a compiled step's guard
-        assert torch.equal(traced(*inputs, scale=0.3, splits=splits), out) and counter.frame_count == 2
+    for flag, frames in [("MERGE_UNROLLED", 2), ("EARLY_LOADS", 3)]:  # read while tracing: a compiled step's guards
+        with mock.patch.object(decode_attention, flag, True):
+            assert torch.equal(traced(*inputs, scale=0.3, splits=splits), out) and counter.frame_count == frames
 
 
 def step_matches_torch_path(model, label: str, left_padded: bool) -> None:

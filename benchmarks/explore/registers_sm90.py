@@ -57,21 +57,22 @@ def report(kernel, types: dict, constexprs: dict, num_warps: int, unaligned: set
 def decode_cases():
     """decode_attention at Llama-3.2-1B's group (4 query heads a key/value head), a 384-key cache with a mask; heads
     of 64 and 128, and of 256 (Gemma's) in bf16; Llama's STEP kernel also as a dependent launch (PDL), and so with
-    the merge unrolled over 8 and 16 splits (MERGE_UNROLLED)."""
-    llama = [(True, True, 0), (True, True, 8), (True, True, 16)]
+    the merge unrolled over 8 and 16 splits (MERGE_UNROLLED) and the first block loaded early (EARLY_LOADS)."""
+    llama = [(True, True, 0, False), (True, True, 8, False), (True, True, 16, False), (True, True, 0, True)]
     for dtype in ("bf16", "fp32"):
         for D in (64, 128, 256) if dtype == "bf16" else (64, 128):
-            cases = [(False, False, 0), (True, False, 0), *(llama if (dtype, D) == ("bf16", 64) else [])]
-            for step, pdl, unroll in cases:
+            cases = [(False, False, 0, False), (True, False, 0, False), *(llama if (dtype, D) == ("bf16", 64) else [])]
+            for step, pdl, unroll, early in cases:
                 pointers = {n: f"*{dtype}" for n in ("q_ptr", "k_ptr", "v_ptr", "kn_ptr", "vn_ptr", "cos_ptr",
                                                      "sin_ptr", "out_ptr")}
                 pointers.update(mask_ptr="*i1", acc_ptr="*fp32", top_ptr="*fp32", total_ptr="*fp32",
                                 slot_ptr="*i64", count_ptr="*i32")
                 block_s = decode_attention._block_s(torch.bfloat16 if dtype == "bf16" else torch.float32, D)
                 constexprs = {"G": 4, "D": D, "HAS_MASK": True, "STEP": step, "UPCAST": dtype == "fp32", "PDL": pdl,
-                              "BLOCK_G": 16, "BLOCK_HALF": D // 2, "BLOCK_S": block_s, "UNROLL": unroll}
+                              "BLOCK_G": 16, "BLOCK_HALF": D // 2, "BLOCK_S": block_s, "UNROLL": unroll,
+                              "EARLY": early}
                 label = (f"decode_attention {dtype} D={D}{' STEP' if step else ''}{' PDL' if pdl else ''}"
-                         f"{f' UNROLL={unroll}' if unroll else ''}")
+                         f"{f' UNROLL={unroll}' if unroll else ''}{' EARLY' if early else ''}")
                 options = decode_attention.STEP_LAUNCH if step else {}
                 yield label, decode_attention._decode_attention_kernel, pointers, constexprs, 4, {"NKV"}, options
 

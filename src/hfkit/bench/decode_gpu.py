@@ -3,7 +3,8 @@ prompt + 256 new tokens. transformers dynamic / static cache, hfkit dynamic / st
 compiled with each kernel switch of CANDIDATES set against the default (the decode kernels as plain launches, the
 layers' norms apart: matvec.PDL off; dependent launches with the norms apart: matvec.FUSED_NORMS off; inductor's
 kernels as dependent launches too; inductor's independent kernels apart: no combo kernels; the attention step
-kernel's merge unrolled, decode_attention.MERGE_UNROLLED, or its cache in fewer splits; the steps without their
+kernel's merge unrolled, decode_attention.MERGE_UNROLLED, its first block loaded before it waits,
+decode_attention.EARLY_LOADS, both, or its cache in fewer splits; the steps without their
 RoPE and cache writes inside the attention kernel, decode_attention.STEP_ON off; the step's argmax in one reduction,
 greedy_static.SPLIT_ARGMAX off), static + compiled with an EOS set (the host's checks read one check late, or back
 at once: greedy_static.LAGGED_EOS_CHECK off), top-k sampling with that EOS (checked every 16 tokens, or every
@@ -73,6 +74,9 @@ CANDIDATES = {  # label → the kernel switches it sets (module, flag, value): t
     "inductor's independent kernels apart (no combo_kernels)": (
         (static_cache, "STEP_OPTIONS", {**static_cache.STEP_OPTIONS, "combo_kernels": False}),),
     "attention's merge unrolled (decode_attention.MERGE_UNROLLED)": ((decode_attention, "MERGE_UNROLLED", True),),
+    "attention's first block loaded early (decode_attention.EARLY_LOADS)": ((decode_attention, "EARLY_LOADS", True),),
+    "attention's first block early and merge unrolled": ((decode_attention, "EARLY_LOADS", True),
+                                                         (decode_attention, "MERGE_UNROLLED", True)),
     "attention in 3 splits (decode_attention.SPLIT_PROGRAMS 24)": ((decode_attention, "SPLIT_PROGRAMS", 24),),
     "attention in 1 split (decode_attention.SPLIT_PROGRAMS 8)": ((decode_attention, "SPLIT_PROGRAMS", 8),),
     "without the step kernel (decode_attention.STEP_ON off)": ((decode_attention, "STEP_ON", False),),

@@ -46,6 +46,12 @@ STEP_ON = True
 # the same order: outputs bit for bit. Off until timed on a GPU (decode_gpu.py candidate).
 MERGE_UNROLLED = False
 MERGE_UNROLL_MAX = 16
+# EARLY_LOADS: the STEP kernel loads its split's first block of keys, values and mask, and the slot, before it waits
+# for q | k | v (PDL), instead of after: one round trip to memory less between q | k | v's end and the scores. Safe:
+# a dependent kernel's programs start only once the kernel before has passed its own wait, so every kernel before
+# that one (the previous step's cache writes, the step's mask and slot counters) is done. The same blocks in the same
+# order: outputs bit for bit. Off until timed on a GPU (decode_gpu.py candidate).
+EARLY_LOADS = False
 # Programs a call aims at (default_splits): Llama-3.2-1B's 8 key/value heads and a 384-key cache run 6 splits of one
 # 64-key block each, merged by the last to finish; fewer programs mean longer splits (a loop of dependent block
 # loads each) and a shorter merge. decode_gpu.py has candidates at 24 (3 splits) and 8 (one, no merge to wait for).
@@ -69,29 +75,35 @@ if triton is not None:
                                  G: tl.constexpr, D: tl.constexpr, HAS_MASK: tl.constexpr, STEP: tl.constexpr,
                                  UPCAST: tl.constexpr, PDL: tl.constexpr, BLOCK_G: tl.constexpr,
                                  BLOCK_HALF: tl.constexpr, BLOCK_S: tl.constexpr,
-                                 UNROLL: tl.constexpr):
+                                 UNROLL: tl.constexpr, EARLY: tl.constexpr):
         """q · kᵀ as q₁ · k₁ᵀ + q₂ · k₂ᵀ over the halves of D, so that STEP can rotate them in registers: q and
         the step's key kn (unrotated) are rotated by cos/sin (B, D), and the key and value vn are written into the
         cache at `slot` by the program whose split holds it, which also uses them in place of what the slot held.
         STEP also merges the splits: the last program of a (sequence, key/value head) to finish, counted in
         count_ptr, writes the output (B, nh, D) and sets its count back to 0 (UNROLL: `_merge_splits`). PDL:
-        launched as a programmatic dependent launch (nn.matvec)."""
+        launched as a programmatic dependent launch (nn.matvec); EARLY: the first block loaded before its wait."""
         HALF: tl.constexpr = D // 2
-        if PDL:
-            tl.extra.cuda.gdc_wait()  # q, k and v are the kernel before's
-            tl.extra.cuda.gdc_launch_dependents()  # the next kernel's programs may start and load their weights
         pid, split, splits = tl.program_id(0), tl.program_id(1), tl.num_programs(1)
         b, h = pid // NKV, pid % NKV
         offs_g = tl.arange(0, BLOCK_G)  # (BLOCK_G,) query heads of the group (padded to 16 for tl.dot)
         offs_h = tl.arange(0, BLOCK_HALF)  # (BLOCK_HALF,) features of a half
         offs_d = tl.arange(0, 2 * BLOCK_HALF)  # (2·BLOCK_HALF,) features of v
         g_ok, h_ok, d_ok = offs_g < G, offs_h < HALF, offs_d < D
-        q_at = q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_h[None, :]  # (BLOCK_G, BLOCK_HALF)
-        q1 = tl.load(q_at, mask=g_ok[:, None] & h_ok[None, :], other=0.0)
-        q2 = tl.load(q_at + HALF, mask=g_ok[:, None] & h_ok[None, :], other=0.0)
         start = split * chunk  # this split's keys: [start, end)
         end = tl.minimum(start + chunk, S)
         slot = -1
+        if EARLY:  # the split's first block and the slot: no kernel still running writes them (EARLY_LOADS)
+            if STEP:
+                slot = tl.load(slot_ptr)
+            first_block = _kv_block(k_ptr, v_ptr, mask_ptr, b, h, start, end, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s,
+                                    sm_b, offs_h, offs_d, h_ok, d_ok, HALF, HAS_MASK, BLOCK_S)
+        if PDL:
+            tl.extra.cuda.gdc_wait()  # q, k and v are the kernel before's
+            tl.extra.cuda.gdc_launch_dependents()  # the next kernel's programs may start and load their weights
+        q_at = q_ptr + b * sq_b + (h * G + offs_g)[:, None] * sq_h + offs_h[None, :]  # (BLOCK_G, BLOCK_HALF)
+        q1 = tl.load(q_at, mask=g_ok[:, None] & h_ok[None, :], other=0.0)
+        q2 = tl.load(q_at + HALF, mask=g_ok[:, None] & h_ok[None, :], other=0.0)
+        kn1, kn2, vn = None, None, None  # the step's key and value (STEP)
         if STEP:
             cos_b, sin_b = cos_ptr + b * D, sin_ptr + b * D  # this sequence's angles
             q1, q2 = rotate_halves(q1, q2, cos_b, sin_b, offs_h, h_ok, True, HALF)
@@ -99,7 +111,8 @@ if triton is not None:
             kn1, kn2 = rotate_halves(tl.load(kn_at, mask=h_ok, other=0.0), tl.load(kn_at + HALF, mask=h_ok, other=0.0),
                                      cos_b, sin_b, offs_h, h_ok, True, HALF)
             vn = tl.load(vn_ptr + b * svn_b + h * svn_h + offs_d, mask=d_ok, other=0.0)  # (2·BLOCK_HALF,)
-            slot = tl.load(slot_ptr)
+            if not EARLY:
+                slot = tl.load(slot_ptr)
             if (slot >= start) & (slot < end):  # the split that holds the slot writes it
                 k_slot = k_ptr + b * sk_b + h * sk_h + slot * sk_s + offs_h
                 tl.store(k_slot, kn1, mask=h_ok)
@@ -110,26 +123,15 @@ if triton is not None:
         top = tl.full((BLOCK_G,), -1e30, tl.float32)  # running max in log2 units (finite: a masked block stays 0)
         total = tl.zeros((BLOCK_G,), tl.float32)  # running softmax denominator
         acc = tl.zeros((BLOCK_G, 2 * BLOCK_HALF), tl.float32)
-        precision: tl.constexpr = "ieee" if UPCAST else "tf32"  # (only float32 operands use it)
+        if EARLY:  # (an empty split's block keeps nothing: adding it changes no bit)
+            top, total, acc = _attend_block(q1, q2, first_block, start, slot, kn1, kn2, vn, top, total, acc,
+                                            scale_log2, STEP, UPCAST, BLOCK_S)
+            start += BLOCK_S
         while start < end:  # (a run-time bound; Triton's interpreter takes it as `while`, not as `range`)
-            offs_s = start + tl.arange(0, BLOCK_S)  # (BLOCK_S,)
-            keep = offs_s < end
-            if HAS_MASK:
-                keep &= tl.load(mask_ptr + b * sm_b + offs_s, mask=keep, other=0) != 0
-            k_at = k_ptr + b * sk_b + h * sk_h + offs_s[:, None] * sk_s + offs_h[None, :]  # (BLOCK_S, BLOCK_HALF)
-            k1 = tl.load(k_at, mask=keep[:, None] & h_ok[None, :], other=0.0)
-            k2 = tl.load(k_at + HALF, mask=keep[:, None] & h_ok[None, :], other=0.0)
-            v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_s[:, None] * sv_s + offs_d[None, :],
-                        mask=keep[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_S, 2·BLOCK_HALF)
-            if STEP:  # the slot's key and value as just written (its old contents were read)
-                fresh = (offs_s == slot)[:, None]
-                k1, k2 = tl.where(fresh, kn1[None, :], k1), tl.where(fresh, kn2[None, :], k2)
-                v = tl.where(fresh, vn[None, :], v)
-            if UPCAST:
-                k1, k2, v = k1.to(tl.float32), k2.to(tl.float32), v.to(tl.float32)
-            scores = tl.dot(q1, tl.trans(k1), input_precision=precision)  # (BLOCK_G, BLOCK_S) float32
-            scores = tl.dot(q2, tl.trans(k2), scores, input_precision=precision) * scale_log2
-            top, total, acc = online_softmax_step(scores, keep[None, :], v, top, total, acc, precision)
+            block = _kv_block(k_ptr, v_ptr, mask_ptr, b, h, start, end, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b,
+                              offs_h, offs_d, h_ok, d_ok, HALF, HAS_MASK, BLOCK_S)
+            top, total, acc = _attend_block(q1, q2, block, start, slot, kn1, kn2, vn, top, total, acc, scale_log2,
+                                            STEP, UPCAST, BLOCK_S)
             start += BLOCK_S
         row = (b * NKV * G + h * G + offs_g) * splits + split  # (BLOCK_G,) into (B, nh, splits)
         tl.store(acc_ptr + row[:, None] * D + offs_d[None, :], acc, mask=g_ok[:, None] & d_ok[None, :])
@@ -142,6 +144,39 @@ if triton is not None:
                 _merge_splits(acc_ptr, top_ptr, total_ptr, out_ptr, heads, splits, g_ok, d_ok, D, BLOCK_G,
                               2 * BLOCK_HALF, UNROLL)
                 tl.atomic_xchg(count_ptr + pid, 0)  # ready for the next step (a CUDA graph replays the launch)
+
+    @triton.jit
+    def _kv_block(k_ptr, v_ptr, mask_ptr, b, h, start, end, sk_b, sk_h, sk_s, sv_b, sv_h, sv_s, sm_b, offs_h, offs_d,
+                  h_ok, d_ok, HALF: tl.constexpr, HAS_MASK: tl.constexpr, BLOCK_S: tl.constexpr):
+        """The cache's keys [start, start + BLOCK_S) before `end` → keep (BLOCK_S,), their halves k1, k2
+        (BLOCK_S, BLOCK_HALF) and values v (BLOCK_S, 2·BLOCK_HALF); nothing kept past `end` or where masked."""
+        offs_s = start + tl.arange(0, BLOCK_S)  # (BLOCK_S,)
+        keep = offs_s < end
+        if HAS_MASK:
+            keep &= tl.load(mask_ptr + b * sm_b + offs_s, mask=keep, other=0) != 0
+        k_at = k_ptr + b * sk_b + h * sk_h + offs_s[:, None] * sk_s + offs_h[None, :]  # (BLOCK_S, BLOCK_HALF)
+        k1 = tl.load(k_at, mask=keep[:, None] & h_ok[None, :], other=0.0)
+        k2 = tl.load(k_at + HALF, mask=keep[:, None] & h_ok[None, :], other=0.0)
+        v = tl.load(v_ptr + b * sv_b + h * sv_h + offs_s[:, None] * sv_s + offs_d[None, :],
+                    mask=keep[:, None] & d_ok[None, :], other=0.0)  # (BLOCK_S, 2·BLOCK_HALF)
+        return keep, k1, k2, v
+
+    @triton.jit
+    def _attend_block(q1, q2, block, start, slot, kn1, kn2, vn, top, total, acc, scale_log2, STEP: tl.constexpr,
+                      UPCAST: tl.constexpr, BLOCK_S: tl.constexpr):
+        """One block of keys (_kv_block's, from `start`) into the running softmax of q's heads; STEP: the slot's
+        key and value as just written (its old contents were read)."""
+        keep, k1, k2, v = block
+        if STEP:
+            fresh = (start + tl.arange(0, BLOCK_S) == slot)[:, None]
+            k1, k2 = tl.where(fresh, kn1[None, :], k1), tl.where(fresh, kn2[None, :], k2)
+            v = tl.where(fresh, vn[None, :], v)
+        if UPCAST:
+            k1, k2, v = k1.to(tl.float32), k2.to(tl.float32), v.to(tl.float32)
+        precision: tl.constexpr = "ieee" if UPCAST else "tf32"  # (only float32 operands use it)
+        scores = tl.dot(q1, tl.trans(k1), input_precision=precision)  # (BLOCK_G, BLOCK_S) float32
+        scores = tl.dot(q2, tl.trans(k2), scores, input_precision=precision) * scale_log2
+        return online_softmax_step(scores, keep[None, :], v, top, total, acc, precision)
 
     @triton.jit
     def _merge_splits(acc_ptr, top_ptr, total_ptr, out_ptr, heads, splits, g_ok, d_ok, D: tl.constexpr,
@@ -209,7 +244,7 @@ def decode_step(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
     where `takes_step`."""
     splits = default_splits(q, keys) if splits is None else splits
     return decode_step_op(q, k, v, cos, sin, keys, values, slot, counts, mask, scale_for(q, scale), splits,
-                          matvec.launches_dependently(q), merge_unroll(splits))  # (traced: a compiled step's guards)
+                          matvec.launches_dependently(q), merge_unroll(splits), EARLY_LOADS)  # (traced: guards)
 
 
 def takes_step(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, keys: torch.Tensor,
@@ -250,10 +285,10 @@ def _block_s(dtype: torch.dtype, D: int) -> int:
     return max(16, (2048 if dtype == torch.float32 else 4096) // max(16, triton.next_power_of_2(D)))
 
 
-def _launch(q, k, v, mask, scale, splits, step=None, pdl=False, unroll=0):
+def _launch(q, k, v, mask, scale, splits, step=None, pdl=False, unroll=0, early=False):
     """The kernel → acc, top, total and the output; step: (k_new, v_new, cos, sin, slot, counts) for STEP, which
     writes the output (else empty), merging with `unroll` (merge_unroll); pdl: a programmatic dependent launch
-    (matvec.dependent_launch)."""
+    (matvec.dependent_launch); early: EARLY_LOADS."""
     B, nh, _, D = q.shape
     nkv, S = k.shape[1], k.shape[2]
     q = q if q.stride(-1) == 1 else q.contiguous()
@@ -280,7 +315,7 @@ def _launch(q, k, v, mask, scale, splits, step=None, pdl=False, unroll=0):
         kn.stride(0), kn.stride(1), vn.stride(0), vn.stride(1), G=G, D=D, HAS_MASK=mask is not None,
         STEP=step is not None, UPCAST=q.dtype == torch.float32 or matvec.INTERPRETED,
         BLOCK_G=max(16, triton.next_power_of_2(G)),
-        BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, UNROLL=unroll,
+        BLOCK_HALF=max(16, triton.next_power_of_2(D // 2)), BLOCK_S=block_s, UNROLL=unroll, EARLY=early,
         num_warps=4,
         **(STEP_LAUNCH if step is not None else {}), **matvec.dependent_launch(pdl, q.device))
     return acc, top, total, out
@@ -312,12 +347,14 @@ def _(q, k, v, mask, scale, splits, pdl):
 @torch.library.custom_op("hfkit::decode_step", mutates_args=("keys", "values", "counts"))
 def decode_step_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                    keys: torch.Tensor, values: torch.Tensor, slot: torch.Tensor, counts: torch.Tensor,
-                   mask: torch.Tensor | None, scale: float, splits: int, pdl: bool, unroll: int) -> torch.Tensor:
+                   mask: torch.Tensor | None, scale: float, splits: int, pdl: bool, unroll: int,
+                   early: bool) -> torch.Tensor:
     """The STEP kernel: the step's rotated key and value written into `keys`, `values` (each with unit feature
-    stride, as a cache's buffers are) at `slot`, the splits merged in the kernel → (B, nh, 1, D)."""
-    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot, counts), pdl, unroll)[3]
+    stride, as a cache's buffers are) at `slot`, the splits merged in the kernel → (B, nh, 1, D). unroll, early:
+    merge_unroll's and EARLY_LOADS, passed from traced code so that a compiled step recompiles when they change."""
+    return _launch(q, keys, values, mask, scale, splits, (k, v, cos, sin, slot, counts), pdl, unroll, early)[3]
 
 
 @decode_step_op.register_fake
-def _(q, k, v, cos, sin, keys, values, slot, counts, mask, scale, splits, pdl, unroll):
+def _(q, k, v, cos, sin, keys, values, slot, counts, mask, scale, splits, pdl, unroll, early):
     return torch.empty_like(q, memory_format=torch.contiguous_format)
