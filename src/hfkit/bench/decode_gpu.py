@@ -9,7 +9,9 @@ RoPE and cache writes inside the attention kernel, decode_attention.STEP_ON off;
 greedy_static.SPLIT_ARGMAX off), static + compiled with an EOS set (the host's checks read one check late, or back
 at once: greedy_static.LAGGED_EOS_CHECK off), top-k sampling with that EOS (checked every 16 tokens, or every
 token: decode.SAMPLED_EOS_CHECK_EVERY at 1), and static + compiled with int8 weights (opt-in, lossy),
-all in this one process on the same weights and prompt.
+all in this one process on the same weights and prompt (the int8, candidates' and EOS rows on copies of hfkit's
+model, made when a chosen row first needs one). A row whose warm-up raises (a compile error) is reported as failed
+and the others still run.
 
 Decode tokens/s excludes the prefill: each timed round runs generate with 256 and with 1 new token (CUDA events,
 synchronized), decode time = t(256) - t(1) for 255 decode steps. Warm-up rounds first (compilation and CUDA-graph
@@ -100,9 +102,10 @@ def main(argv: list[str] | None = None):
     with tempfile.TemporaryDirectory() as tmp:
         reference.save_pretrained(tmp)
         ours = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
-        ours_int8 = quantize_weights_int8(hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda"))
-        ours_fused = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
     reference = reference.cuda().eval()
+    # the other models are copies of `ours`, made when a chosen variant first asks for one (device time is scarce)
+    ours_int8 = functools.cache(lambda: quantize_weights_int8(copy.deepcopy(ours)))
+    ours_fused = functools.cache(lambda: copy.deepcopy(ours))  # the candidates' (each flag set re-records its step)
     ids = torch.randint(5, config.vocab_size - 1, (1, args.prompt), generator=torch.Generator().manual_seed(1)).cuda()
     mask = torch.ones_like(ids)
 
@@ -110,8 +113,8 @@ def main(argv: list[str] | None = None):
         kw = {} if cache == "dynamic" else {"cache_implementation": "static"}
         return lambda n: reference.generate(ids, attention_mask=mask, max_new_tokens=n, do_sample=False, **kw)
 
-    def ours_(cache, compile=False, model=ours, eos=None):
-        return lambda n: generate_tokens(model, ids, mask, max_new_tokens=n, eos_token_id=eos, pad_token_id=eos,
+    def ours_(cache, compile=False, model=lambda: ours, eos=None):
+        return lambda n: generate_tokens(model(), ids, mask, max_new_tokens=n, eos_token_id=eos, pad_token_id=eos,
                                          cache=cache, compile=compile)
 
     eos = config.vocab_size - 1  # outside the prompt; greedy decoding is not expected to reach it (checked below)
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None):
     def with_eos(lagged):
         def run(n):
             with switched([(greedy_static, "LAGGED_EOS_CHECK", lagged)]):
-                return ours_("static", True, eos_model(), eos=eos)(n)
+                return ours_("static", True, eos_model, eos=eos)(n)
         return run
 
     def sampled(every):  # top-k sampling, seeded the same for each call, with that EOS
@@ -155,12 +158,18 @@ def main(argv: list[str] | None = None):
     variants = {name: variants[name] for name in only_variants(variants, args.only)}
     from torch._dynamo.utils import counters
 
-    outputs, notes = {}, {}
+    outputs, notes, failed = {}, {}, {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for name, fn in variants.items():  # warm-up: compile, CUDA-graph capture
-            for _ in range(args.warmup):
-                fn(args.new), fn(1)
+        for name, fn in list(variants.items()):  # warm-up: compile, CUDA-graph capture
+            try:
+                for _ in range(args.warmup):
+                    fn(args.new), fn(1)
+            except Exception as error:  # noqa: BLE001 (one variant's failure, e.g. a compile error: the rest still run)
+                print(f"{name} failed, left out: {type(error).__name__}: {str(error).strip()[-300:]}", flush=True)
+                failed[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}"
+                del variants[name]
+                continue
             graphs = counters["stats"]["unique_graphs"]
             notes[name] = f"dynamo graphs so far: {graphs}; cudagraph skips: {counters['inductor'].get('cudagraph_skips', 0)}"
             print(name, "warm;", notes[name], flush=True)
@@ -197,10 +206,15 @@ def main(argv: list[str] | None = None):
         same = "" if base is None else str(int((new[:equal] == base[0, args.prompt:][:equal]).cumprod(0).sum()))
         rows.append((name, (args.new - 1) / decode, decode * 1e3 / (args.new - 1), statistics.median(t[2] for t in ts) * 1e3,
                      spread, same))
-    with torch.inference_mode():  # what int8 weights cost: the prompt's next-token logits against bf16 weights
-        exact, lossy = (m(ids, mask).logits[0].float() for m in (ours, ours_int8))  # (T, V)
-    cosine = torch.nn.functional.cosine_similarity(exact, lossy, dim=-1)
-    top1 = (exact.argmax(-1) == lossy.argmax(-1)).float().mean()
+    quality = ""
+    if ours_int8.cache_info().currsize:  # what int8 weights cost: the prompt's next-token logits against bf16 weights
+        with torch.inference_mode():
+            exact, lossy = (m(ids, mask).logits[0].float() for m in (ours, ours_int8()))  # (T, V)
+        cosine = torch.nn.functional.cosine_similarity(exact, lossy, dim=-1)
+        top1 = (exact.argmax(-1) == lossy.argmax(-1)).float().mean()
+        quality = (f"int8 weights vs bf16 on the prompt's {args.prompt} positions: logits cosine min {cosine.min():.4f}"
+                   f" / mean {cosine.mean():.4f}, top-1 equal {top1:.1%} (random init: near-flat logits make top-1 a"
+                   " strict check).")
     gpu = torch.cuda.get_device_name()
     lines = [
         f"Device: {gpu}; torch {torch.__version__}, transformers {transformers.__version__}, "
@@ -213,9 +227,9 @@ def main(argv: list[str] | None = None):
          f"| leading new tokens equal to {base_name} |"),
         "| --- | --- | --- | --- | --- | --- |",
         *[f"| {n} | {tps:.0f} | {ms:.3f} | {pre:.1f} | {sp:.1%} | {same} |" for n, tps, ms, pre, sp, same in rows],
+        *[f"| {n} | failed: {why} | | | | |" for n, why in failed.items()],
         "",
-        (f"int8 weights vs bf16 on the prompt's {args.prompt} positions: logits cosine min {cosine.min():.4f} / mean "
-         f"{cosine.mean():.4f}, top-1 equal {top1:.1%} (random init: near-flat logits make top-1 a strict check)."),
+        quality,
     ]
     print("\n".join(lines))
 
