@@ -106,9 +106,13 @@ def main(argv: list[str] | None = None):
         reference.save_pretrained(tmp)
         ours = hfkit.AutoModelForCausalLM.from_pretrained(tmp, dtype="bfloat16", device="cuda")
     reference = reference.cuda().eval()
-    # the other models are copies of `ours`, made when a chosen variant first asks for one (device time is scarce)
-    ours_int8 = functools.cache(lambda: quantize_weights_int8(copy.deepcopy(ours)))
-    ours_fused = functools.cache(lambda: copy.deepcopy(ours))  # the candidates' (each flag set re-records its step)
+
+    def copy_on_first_use(make=copy.deepcopy):  # another model, made from `ours` when a chosen row first asks for it
+        return functools.cache(lambda: make(ours))
+
+    ours_int8 = copy_on_first_use(lambda model: quantize_weights_int8(copy.deepcopy(model)))
+    ours_fused = copy_on_first_use()  # the candidates' (each flag set re-records its step)
+    eos_model = copy_on_first_use()  # its own cache and greedy state: an EOS changes the step
     ids = torch.randint(5, config.vocab_size - 1, (1, args.prompt), generator=torch.Generator().manual_seed(1)).cuda()
     mask = torch.ones_like(ids)
 
@@ -121,7 +125,6 @@ def main(argv: list[str] | None = None):
                                          cache=cache, compile=compile)
 
     eos = config.vocab_size - 1  # outside the prompt; greedy decoding is not expected to reach it (checked below)
-    eos_model = functools.cache(lambda: copy.deepcopy(ours))  # its own cache and greedy state: an EOS changes the step
 
     def with_eos(lagged):
         def run(n):
@@ -169,8 +172,8 @@ def main(argv: list[str] | None = None):
                 for _ in range(args.warmup):
                     fn(args.new), fn(1)
             except Exception as error:  # noqa: BLE001 (one variant's failure, e.g. a compile error: the rest still run)
-                print(f"{name} failed, left out: {type(error).__name__}: {str(error).strip()[-300:]}", flush=True)
-                failed[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[-1][:200]}"
+                failed[name] = f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[-1][:200]}"
+                print(f"{name} failed, left out: {failed[name]}", flush=True)
                 del variants[name]
                 continue
             graphs = counters["stats"]["unique_graphs"]
