@@ -192,11 +192,21 @@ def test_only_the_compiled_cuda_step_takes_the_decode_attention_kernel(tmp_path,
     assert torch.equal(compiled, eager)
 
 
+# the step kernel's switches that are off until timed (decode_attention's candidates), each checked on the GPU
+STEP_SWITCHES = pytest.mark.parametrize("switches", [(), ("EARLY_LOADS",), ("MERGE_UNROLLED",),
+                                                     ("EARLY_LOADS", "MERGE_UNROLLED")],
+                                        ids=lambda switches: "+".join(switches) or "default")
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
+@STEP_SWITCHES
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_cuda_decode_step_against_the_torch_path(dtype, monkeypatch):
-    """decode_step's RoPE, cache write, attention and merge against apply_rope + index_copy_ + float64 SDPA."""
+def test_cuda_decode_step_against_the_torch_path(dtype, switches, monkeypatch):
+    """decode_step's RoPE, cache write, attention and merge against apply_rope + index_copy_ + float64 SDPA, with
+    each of the kernel's switches (the early loads run: the call counts as compiled, so it launches dependently)."""
     monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    for switch in switches:
+        monkeypatch.setattr(decode_attention, switch, True)
     B, nh, nkv, S, D = 2, 32, 8, 384, 64
     inputs, (expect_keys, expect_values, ref) = decode_step_case(B, nh, nkv, S, D, 200, dtype, D ** -0.5,
                                                                  torch.Generator().manual_seed(0), "cuda")
@@ -215,9 +225,10 @@ def test_cuda_decode_step_against_the_torch_path(dtype, monkeypatch):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="the compiled kernels need CUDA")
-def test_compiled_cuda_steps_with_the_step_kernel_decode_as_without(tmp_path, monkeypatch):
-    """With STEP_ON the compiled static-cache steps trace decode_step in and decode the tokens of the steps
-    without it."""
+@STEP_SWITCHES
+def test_compiled_cuda_steps_with_the_step_kernel_decode_as_without(tmp_path, monkeypatch, switches):
+    """With STEP_ON (and each of its switches) the compiled static-cache steps trace decode_step in and decode the
+    tokens of the steps without it."""
     from hfkit.generation import generate_tokens
 
     from .parity.test_decoder_matrix import build, left_padded
@@ -230,6 +241,8 @@ def test_compiled_cuda_steps_with_the_step_kernel_decode_as_without(tmp_path, mo
     calls = []
     kernel = decode_attention.decode_step
     monkeypatch.setattr(decode_attention, "STEP_ON", True)
+    for switch in switches:
+        monkeypatch.setattr(decode_attention, switch, True)
     monkeypatch.setattr(decode_attention, "decode_step", lambda *a, **kw: calls.append(1) or kernel(*a, **kw))
     torch._dynamo.reset()
     stepped = generate_tokens(ours, ids, mask, max_new_tokens=8, cache="static", compile=True)
